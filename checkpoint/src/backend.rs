@@ -1,0 +1,234 @@
+//! The byte-level state backend of one operator instance.
+//!
+//! Operators never talk to a backend directly: they use a typed
+//! [`KeyedTable`](crate::KeyedTable), which keeps hot and dirty entries in
+//! memory and writes dirty ones here as one batch per epoch. A backend only has
+//! to store bytes, read them back, and (for checkpoints) make its contents as of
+//! now durable.
+//!
+//! For checkpoints a backend freezes its contents with
+//! [`StateBackend::snapshot`]; the returned [`SnapshotJob`] persists them
+//! while the backend goes on changing (see [`crate::snapshot`]).
+//!
+//! # Failure contract
+//! Every method may fail with [`Error`](crate::Error); a failed `write_batch`
+//! leaves the backend as it was before the call (batches are atomic), so the
+//! caller may retry or fail the task without corrupting state.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::Result;
+use crate::snapshot::{MemorySnapshotJob, SnapshotJob};
+
+/// One mutation in a write batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Set `key` to `value`.
+    Put(Vec<u8>, Vec<u8>),
+    /// Remove `key` (no error if absent).
+    Delete(Vec<u8>),
+}
+
+/// The callback of [`StateBackend::scan_prefix`]: sees each key and value.
+pub type ScanVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+
+/// A byte-level key/value store owned by one operator instance.
+pub trait StateBackend: Send + 'static {
+    /// Reads the value stored under `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Applies `ops` atomically, in order.
+    fn write_batch(&mut self, ops: Vec<WriteOp>) -> Result<()>;
+
+    /// Calls `visit` for every entry whose key starts with `prefix`, in key order.
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        visit: &mut ScanVisitor<'_>,
+    ) -> Result<()>;
+
+    /// The synchronous part of a snapshot: freezes the current contents
+    /// (everything written by completed `write_batch` calls) and returns the
+    /// job that persists them. Must be quick (RocksDB: a memtable flush and
+    /// hard links); the backend may be written again as soon as it returns.
+    ///
+    /// # Errors
+    /// Backend or local I/O errors; the epoch's checkpoint then fails.
+    fn snapshot(&mut self) -> Result<Box<dyn SnapshotJob>>;
+}
+
+/// The in-memory backend: an ordered map. Used by unit tests, benches and
+/// queries that run without durable state.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryBackend {
+    map: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl MemoryBackend {
+    /// An empty backend.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of stored entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no entry is stored.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// All entries, in key order (used to snapshot the backend).
+    pub fn entries(&self) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
+        self.map.iter()
+    }
+
+    /// A backend holding exactly `entries` (used to restore a snapshot).
+    pub fn from_entries(entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Self {
+        Self {
+            map: entries.into_iter().collect(),
+        }
+    }
+}
+
+impl StateBackend for MemoryBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.map.get(key).cloned())
+    }
+
+    fn write_batch(&mut self, ops: Vec<WriteOp>) -> Result<()> {
+        for op in ops {
+            match op {
+                WriteOp::Put(k, v) => {
+                    self.map.insert(k, v);
+                }
+                WriteOp::Delete(k) => {
+                    self.map.remove(&k);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        visit: &mut ScanVisitor<'_>,
+    ) -> Result<()> {
+        for (k, v) in self.map.range(prefix.to_vec()..) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            visit(k, v)?;
+        }
+        Ok(())
+    }
+
+    /// Copies the map: O(state) in the synchronous part, fine for the small
+    /// states this backend is meant for.
+    fn snapshot(&mut self) -> Result<Box<dyn SnapshotJob>> {
+        Ok(Box::new(MemorySnapshotJob {
+            entries: self.map.clone(),
+        }))
+    }
+}
+
+/// One backend shared by several tables of a task (keyed value, map and
+/// list state of one operator instance, each under its own table name).
+/// Cloning gives another handle to the same backend; a snapshot through any
+/// handle covers every table (flush them all first).
+///
+/// The lock is never contended in practice: a task's tables are used from
+/// the task alone.
+#[derive(Clone)]
+pub struct SharedBackend {
+    inner: Arc<Mutex<Box<dyn StateBackend>>>,
+}
+
+impl SharedBackend {
+    /// Shares `backend`.
+    pub fn new(backend: Box<dyn StateBackend>) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(backend)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Box<dyn StateBackend>> {
+        // A panic inside a backend call leaves nothing half-updated on this
+        // side of the lock (batches are atomic), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl StateBackend for SharedBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.lock().get(key)
+    }
+
+    fn write_batch(&mut self, ops: Vec<WriteOp>) -> Result<()> {
+        self.lock().write_batch(ops)
+    }
+
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        visit: &mut ScanVisitor<'_>,
+    ) -> Result<()> {
+        self.lock().scan_prefix(prefix, visit)
+    }
+
+    fn snapshot(&mut self) -> Result<Box<dyn SnapshotJob>> {
+        self.lock().snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_put_delete_scan() {
+        let mut b = MemoryBackend::new();
+        b.write_batch(vec![
+            WriteOp::Put(b"a/1".to_vec(), b"x".to_vec()),
+            WriteOp::Put(b"a/2".to_vec(), b"y".to_vec()),
+            WriteOp::Put(b"b/1".to_vec(), b"z".to_vec()),
+            WriteOp::Delete(b"a/1".to_vec()),
+        ])
+        .unwrap();
+        assert_eq!(b.get(b"a/1").unwrap(), None);
+        assert_eq!(b.get(b"a/2").unwrap(), Some(b"y".to_vec()));
+        let mut seen = Vec::new();
+        b.scan_prefix(b"a/", &mut |k, v| {
+            seen.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(b"a/2".to_vec(), b"y".to_vec())]);
+    }
+
+    #[test]
+    fn shared_backend_serves_several_tables() {
+        use crate::table::KeyedTable;
+        let shared = SharedBackend::new(Box::new(MemoryBackend::new()));
+        let mut counts: KeyedTable<String, u64> =
+            KeyedTable::new(Box::new(shared.clone()), "counts");
+        let mut names: KeyedTable<u64, String> = KeyedTable::new(Box::new(shared.clone()), "names");
+        counts.put("a".into(), 1).unwrap();
+        names.put(1, "one".into()).unwrap();
+        counts.flush().unwrap();
+        names.flush().unwrap();
+        let mut n = 0;
+        shared
+            .scan_prefix(b"", &mut |_, _| {
+                n += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(names.get(&1).unwrap().map(String::as_str), Some("one"));
+    }
+}

@@ -1,0 +1,37 @@
+//! # eddy-connectors
+//!
+//! Sources and sinks of Eddy:
+//!
+//! - [`VecSource`]: replays an in-memory collection (replayable by index).
+//! - [`GeneratorSource`]: emits [`GenEvent`]s at a fixed rate over a key space,
+//!   each a pure function of its sequence number (so it can be replayed from
+//!   an offset) and stamped with its creation time for latency measurement.
+//! - [`CollectSink`]: keeps everything it receives in memory, readable while
+//!   and after the query runs.
+//! - [`FileSink`]: lines into files, exactly-once (two-phase commit over
+//!   atomic renames) or at-least-once.
+//! - [`ConsoleSink`]: prints records.
+//! - [`DiscardSink`]: drops records (benchmarks: the runtime still counts them
+//!   and measures their latency).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod collect;
+pub mod console;
+pub mod file;
+pub mod generator;
+pub mod vec;
+
+pub use collect::{CollectSink, DiscardSink};
+pub use console::ConsoleSink;
+pub use file::{Delivery, FileSink};
+pub use generator::{GenEvent, GeneratorConfig, GeneratorSource};
+pub use vec::VecSource;
+
+/// Decodes an 8-byte little-endian offset.
+pub(crate) fn decode_offset(offset: &[u8]) -> Result<u64, eddy_runtime::OperatorError> {
+    let bytes: [u8; 8] = offset.try_into().map_err(|_| {
+        eddy_runtime::OperatorError::new(format!("offset must be 8 bytes, got {}", offset.len()))
+    })?;
+    Ok(u64::from_le_bytes(bytes))
+}

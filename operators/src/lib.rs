@@ -1,0 +1,20 @@
+//! # eddy-operators
+//!
+//! The operators of Eddy's typed API, as extension traits on the runtime's
+//! streams (bring them in with `use eddy::prelude::*`):
+//!
+//! - [`map`]: [`StreamOps`] — `map`, `filter`, `flat_map`, `inspect`:
+//!   stateless, one record at a time.
+//! - [`aggregate`]: [`KeyedAggregations`] — running keyed aggregations
+//!   (`count`, `sum`, `min`, `max`, `avg`, `reduce`, and the general
+//!   `aggregate` with an [`Aggregator`]). Each emits the key's updated result
+//!   for every input record (update mode); state lives in a
+//!   [`KeyedTable`](eddy_checkpoint::KeyedTable), flushed at every epoch marker.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod aggregate;
+pub mod map;
+
+pub use aggregate::{Aggregator, KeyedAggregate, KeyedAggregations};
+pub use map::StreamOps;

@@ -1,0 +1,112 @@
+//! Errors of building and running a pipeline.
+
+/// A mistake in the pipeline, refused when it is built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// The pipeline has no sink, so nothing would ever be output.
+    #[error("the pipeline has no sink")]
+    NoSink,
+    /// The pipeline has no source.
+    #[error("the pipeline has no source")]
+    NoSource,
+    /// An operator was given parallelism 0.
+    #[error("operator `{operator}` has parallelism 0")]
+    ZeroParallelism {
+        /// The operator.
+        operator: String,
+    },
+    /// A keyed operator's parallelism exceeds the number of key groups.
+    #[error("operator `{operator}` has parallelism {parallelism}, above max_key_groups {max_key_groups}")]
+    ParallelismAboveKeyGroups {
+        /// The operator.
+        operator: String,
+        /// Its parallelism.
+        parallelism: usize,
+        /// The configured number of key groups.
+        max_key_groups: u32,
+    },
+    /// The graph has a cycle through these operators.
+    #[error("the dataflow graph has a cycle through `{operator}`")]
+    Cycle {
+        /// An operator on the cycle.
+        operator: String,
+    },
+    /// An operator's output is consumed by nobody.
+    #[error("the output of `{operator}` is not consumed by any operator or sink")]
+    Dangling {
+        /// The operator.
+        operator: String,
+    },
+    /// Two operators share a name (names identify state in checkpoints).
+    #[error("two operators are named `{operator}`")]
+    DuplicateName {
+        /// The name.
+        operator: String,
+    },
+    /// Checkpointing needs every source to replay from an offset.
+    #[error("source `{source_name}` cannot replay from an offset, so the query cannot checkpoint (exactly-once)")]
+    NotReplayable {
+        /// The source.
+        source_name: String,
+    },
+    /// The checkpoint directory cannot be used.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// The newest checkpoint was taken by a pipeline of another shape.
+    #[error("incompatible checkpoint: {0}")]
+    IncompatibleCheckpoint(String),
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// An error raised by user code inside an operator, source or sink.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct OperatorError {
+    /// What went wrong.
+    pub message: String,
+}
+
+impl OperatorError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl From<eddy_checkpoint::Error> for OperatorError {
+    fn from(e: eddy_checkpoint::Error) -> Self {
+        OperatorError::new(format!("state: {e}"))
+    }
+}
+
+/// Why a running query failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// User code returned an error.
+    #[error("operator `{operator}` instance {instance} failed: {message}")]
+    OperatorFailed {
+        /// The operator's name.
+        operator: String,
+        /// The failing instance.
+        instance: usize,
+        /// The error.
+        message: String,
+    },
+    /// User code panicked.
+    #[error("operator `{operator}` instance {instance} panicked: {message}")]
+    OperatorPanicked {
+        /// The operator's name.
+        operator: String,
+        /// The failing instance.
+        instance: usize,
+        /// The panic payload, when it was a string.
+        message: String,
+    },
+    /// The query was torn down (handle dropped or runtime shut down) before it finished.
+    #[error("the query was cancelled")]
+    Cancelled,
+}

@@ -1,0 +1,49 @@
+//! # eddy-runtime
+//!
+//! The runtime of Eddy: it turns a typed dataflow description into long-running
+//! tokio tasks joined by bounded channels, and watches them.
+//!
+//! - [`record`]: [`Record`] (a value plus event time and creation time) and the
+//!   engine clock.
+//! - [`message`]: the [`Message`] enum every edge carries: records, watermarks,
+//!   epoch markers, end of stream.
+//! - [`edge`]: bounded per-pair channels; [`edge::Router`] (output side:
+//!   partitioning, per-edge buffers flushed when full or when the task is about
+//!   to wait) and [`edge::Inputs`] (input side: fair reads, marker alignment,
+//!   watermark minimum).
+//! - [`operator`], [`source`], [`sink`]: the traits user code implements; each
+//!   has one required method and default hooks.
+//! - [`graph`]: the typed builder ([`Pipeline`], [`Stream`], [`KeyedStream`])
+//!   and the logical plan it validates.
+//! - [`task`]: the task loops: one per source, operator and sink instance.
+//! - [`query`]: [`Query`], the handle of a running pipeline: stop, await, progress.
+//! - [`metrics`]: per-instance counters, edge occupancy, latency histograms.
+//!
+//! Dependency direction: `checkpoint <- runtime <- {operators, connectors} <- eddy`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod checkpointing;
+pub mod config;
+pub mod edge;
+pub mod error;
+pub mod graph;
+pub mod keys;
+pub mod message;
+pub mod metrics;
+pub mod operator;
+pub mod query;
+pub mod record;
+pub mod sink;
+pub mod source;
+pub mod task;
+
+pub use config::PipelineConfig;
+pub use error::{BuildError, OperatorError, QueryError};
+pub use graph::{KeyedStream, Pipeline, Stream};
+pub use message::{EpochMarker, Message};
+pub use operator::{Collector, Operator, OperatorContext};
+pub use query::{Query, QueryProgress};
+pub use record::{Data, Record};
+pub use sink::{Sink, SinkContext};
+pub use source::{Source, SourceContext, SourcePoll};

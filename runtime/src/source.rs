@@ -1,0 +1,83 @@
+//! The source trait.
+//!
+//! A source is polled by its task; between two polls the task handles control
+//! commands (epoch markers, stop), so a marker lands between two records.
+//! A source that can replay from an offset supports exactly-once recovery.
+
+use std::future::Future;
+
+use tokio::time::Instant;
+
+use crate::error::OperatorError;
+use crate::record::Record;
+
+/// What a poll of a source produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourcePoll {
+    /// Records were appended (possibly none); poll again.
+    Ready,
+    /// Nothing is due before this instant (rate-limited sources).
+    IdleUntil(Instant),
+    /// Nothing is available; the task awaits [`Source::wait`].
+    Pending,
+    /// The source is exhausted; the task sends end of stream.
+    Finished,
+}
+
+/// What a source instance learns when it opens.
+#[derive(Debug, Clone)]
+pub struct SourceContext {
+    /// The source's name.
+    pub name: String,
+    /// This instance's index.
+    pub instance: usize,
+    /// The source's parallelism.
+    pub parallelism: usize,
+}
+
+/// A source of records of type `T`. Instances are cloned from one value and
+/// then opened with their [`SourceContext`].
+pub trait Source<T>: Send + 'static {
+    /// Appends at most `max` records to `out`.
+    ///
+    /// # Errors
+    /// An error fails the query, naming this source and instance.
+    fn poll_next(
+        &mut self,
+        out: &mut Vec<Record<T>>,
+        max: usize,
+    ) -> Result<SourcePoll, OperatorError>;
+
+    /// Called once before the first poll.
+    fn open(&mut self, _ctx: &SourceContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Waits until records may be available (after [`SourcePoll::Pending`]).
+    ///
+    /// # Cancel safety
+    /// Must be cancel safe: the task drops this future to handle a command.
+    fn wait(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
+    /// The read position: replaying from it reproduces every later record.
+    fn offset(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Moves the read position to `offset` (from [`offset`](Self::offset)).
+    ///
+    /// # Errors
+    /// Sources that cannot replay refuse.
+    fn seek(&mut self, _offset: &[u8]) -> Result<(), OperatorError> {
+        Err(OperatorError::new(
+            "this source cannot replay from an offset",
+        ))
+    }
+
+    /// Whether [`seek`](Self::seek) works (required for exactly-once).
+    fn replayable(&self) -> bool {
+        false
+    }
+}

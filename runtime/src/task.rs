@@ -1,0 +1,412 @@
+//! The task loops: one long-running tokio task per source, operator and sink
+//! instance.
+//!
+//! Every loop reads without waiting while it can, and flushes its output
+//! buffers only when it is about to wait: records travel alone under light load
+//! and in full batches under heavy load. User code runs synchronously, one
+//! record at a time; an error or a panic ends the task and the query monitor
+//! fails the query naming the operator and instance. Markers are handled here,
+//! once, for every operator (see [`checkpointing`](crate::checkpointing)).
+
+use std::sync::Arc;
+
+use eddy_checkpoint::{SharedBackend, StateBackend, TaskSnapshot};
+use tokio::sync::mpsc;
+
+use crate::checkpointing::{CheckpointLink, SinkCommand, TaskEvent};
+use crate::edge::{Disconnected, InputEvent, Inputs, Router};
+use crate::error::OperatorError;
+use crate::message::{EpochMarker, Message};
+use crate::metrics::InstanceMetrics;
+use crate::operator::{Collector, Operator, OperatorContext};
+use crate::record::{now_ns, Data, Record, NO_TIMESTAMP};
+use crate::sink::{Sink, SinkContext};
+use crate::source::{Source, SourceContext, SourcePoll};
+
+/// Why a task ended early.
+#[derive(Debug)]
+pub enum TaskFailure {
+    /// User code returned an error.
+    User(OperatorError),
+    /// A neighbour went away (it failed, or the query is being torn down).
+    Disconnected,
+}
+
+impl From<OperatorError> for TaskFailure {
+    fn from(e: OperatorError) -> Self {
+        TaskFailure::User(e)
+    }
+}
+
+impl From<Disconnected> for TaskFailure {
+    fn from(_: Disconnected) -> Self {
+        TaskFailure::Disconnected
+    }
+}
+
+/// What a task's future returns.
+pub type TaskResult = Result<(), TaskFailure>;
+
+/// Commands the query sends to a source task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceCommand {
+    /// Inject this marker between two records.
+    Marker(EpochMarker),
+    /// Inject this marker, then end the stream (sent once every source ran
+    /// dry or was stopped).
+    FinalMarker(EpochMarker),
+    /// Stop reading.
+    Stop,
+}
+
+/// Batches a source emits before it yields to other tasks on its thread.
+const SOURCE_BATCHES_PER_YIELD: u32 = 16;
+
+/// Everything a source task runs with.
+pub struct SourceTask<T, S> {
+    /// The source instance.
+    pub source: S,
+    /// Its context.
+    pub ctx: SourceContext,
+    /// Its outputs.
+    pub router: Router<T>,
+    /// Commands from the query.
+    pub control: mpsc::UnboundedReceiver<SourceCommand>,
+    /// Its metrics.
+    pub metrics: Arc<InstanceMetrics>,
+    /// Most records per poll.
+    pub batch_size: usize,
+    /// Its link to the coordinator, when checkpointing.
+    pub ckpt: Option<CheckpointLink>,
+    /// The offset to seek to after opening (recovery).
+    pub restore_offset: Option<Vec<u8>>,
+}
+
+enum Flow {
+    Continue,
+    Stop,
+    End,
+}
+
+impl<T: Data, S: Source<T>> SourceTask<T, S> {
+    async fn inject(&mut self, m: EpochMarker) -> Result<(), TaskFailure> {
+        if let Some(link) = &self.ckpt {
+            link.ack(
+                m.epoch,
+                TaskSnapshot {
+                    state: None,
+                    meta: self.source.offset(),
+                },
+            );
+        }
+        self.router.broadcast(Message::Marker(m)).await?;
+        Ok(())
+    }
+
+    async fn on_command(&mut self, cmd: Option<SourceCommand>) -> Result<Flow, TaskFailure> {
+        match cmd {
+            Some(SourceCommand::Marker(m)) => {
+                self.inject(m).await?;
+                Ok(Flow::Continue)
+            }
+            Some(SourceCommand::FinalMarker(m)) => {
+                self.inject(m).await?;
+                Ok(Flow::End)
+            }
+            Some(SourceCommand::Stop) => Ok(Flow::Stop),
+            // The query handle is gone: end without a final checkpoint.
+            None => Ok(Flow::End),
+        }
+    }
+
+    /// Runs the source until it is exhausted or stopped.
+    pub async fn run(mut self) -> TaskResult {
+        self.source.open(&self.ctx)?;
+        if let Some(offset) = self.restore_offset.take() {
+            self.source.seek(&offset)?;
+        }
+        let mut buf: Vec<Record<T>> = Vec::with_capacity(self.batch_size);
+        let mut since_yield = 0;
+        let flow = loop {
+            match self.control.try_recv() {
+                Ok(cmd) => match self.on_command(Some(cmd)).await? {
+                    Flow::Continue => continue,
+                    other => break other,
+                },
+                Err(mpsc::error::TryRecvError::Empty) => {}
+                Err(mpsc::error::TryRecvError::Disconnected) => break Flow::End,
+            }
+            match self.source.poll_next(&mut buf, self.batch_size)? {
+                SourcePoll::Ready => {
+                    if buf.is_empty() {
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    self.metrics.add_out(buf.len());
+                    self.router.push(&mut buf).await?;
+                    since_yield += 1;
+                    if since_yield >= SOURCE_BATCHES_PER_YIELD {
+                        since_yield = 0;
+                        tokio::task::yield_now().await;
+                    }
+                }
+                SourcePoll::IdleUntil(t) => {
+                    self.router.flush().await?;
+                    let cmd = tokio::select! {
+                        biased;
+                        cmd = self.control.recv() => Some(cmd),
+                        _ = tokio::time::sleep_until(t) => None,
+                    };
+                    if let Some(cmd) = cmd {
+                        match self.on_command(cmd).await? {
+                            Flow::Continue => {}
+                            other => break other,
+                        }
+                    }
+                }
+                SourcePoll::Pending => {
+                    self.router.flush().await?;
+                    let cmd = tokio::select! {
+                        biased;
+                        cmd = self.control.recv() => Some(cmd),
+                        _ = self.source.wait() => None,
+                    };
+                    if let Some(cmd) = cmd {
+                        match self.on_command(cmd).await? {
+                            Flow::Continue => {}
+                            other => break other,
+                        }
+                    }
+                }
+                SourcePoll::Finished => break Flow::Stop,
+            }
+        };
+        self.router.flush().await?;
+        if let (Flow::Stop, Some(link)) = (flow, self.ckpt.clone()) {
+            // Wait for the final marker, forwarding periodic ones meanwhile,
+            // so that the last records are covered by a checkpoint.
+            let _ = link.events.send(TaskEvent::SourceFinished);
+            loop {
+                match self.control.recv().await {
+                    Some(SourceCommand::Stop) => {}
+                    Some(SourceCommand::Marker(m)) => self.inject(m).await?,
+                    Some(SourceCommand::FinalMarker(m)) => {
+                        self.inject(m).await?;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        self.router.broadcast(Message::End).await?;
+        Ok(())
+    }
+}
+
+/// Everything an operator task runs with.
+pub struct OperatorTask<I, O, Op> {
+    /// The operator instance.
+    pub op: Op,
+    /// Its context.
+    pub ctx: OperatorContext,
+    /// Its inputs.
+    pub inputs: Inputs<I>,
+    /// Its outputs.
+    pub router: Router<O>,
+    /// Its metrics.
+    pub metrics: Arc<InstanceMetrics>,
+    /// Its link to the coordinator, when checkpointing.
+    pub ckpt: Option<CheckpointLink>,
+    /// Its state backend (keyed operators), shared with the operator.
+    pub state: Option<SharedBackend>,
+}
+
+impl<I: Data, O: Data, Op: Operator<I, O>> OperatorTask<I, O, Op> {
+    async fn emit(&mut self, out: &mut Vec<Record<O>>) -> Result<(), Disconnected> {
+        if !out.is_empty() {
+            self.metrics.add_out(out.len());
+            self.router.push(out).await?;
+        }
+        Ok(())
+    }
+
+    /// Snapshot at an aligned marker: flush the operator's tables, take the
+    /// synchronous part, forward the marker, persist in the background.
+    async fn on_marker(&mut self, m: EpochMarker) -> Result<(), TaskFailure> {
+        self.op.on_marker(m.epoch)?;
+        let job = match (&self.ckpt, &mut self.state) {
+            (Some(_), Some(state)) => Some(state.snapshot()),
+            _ => None,
+        };
+        self.router.broadcast(Message::Marker(m)).await?;
+        if let Some(link) = self.ckpt.clone() {
+            match job {
+                None => link.ack(m.epoch, TaskSnapshot::default()),
+                Some(Err(e)) => link.decline(m.epoch, format!("snapshot: {e}")),
+                Some(Ok(job)) => {
+                    tokio::task::spawn_blocking(move || {
+                        match job.persist(&link.store, &link.task, m.epoch) {
+                            Ok(handle) => link.ack(
+                                m.epoch,
+                                TaskSnapshot {
+                                    state: Some(handle),
+                                    meta: Vec::new(),
+                                },
+                            ),
+                            Err(e) => link.decline(m.epoch, format!("persist: {e}")),
+                        }
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the operator until every input ended.
+    pub async fn run(mut self) -> TaskResult {
+        self.op.open(&mut self.ctx)?;
+        let mut out: Vec<Record<O>> = Vec::new();
+        loop {
+            let ev = match self.inputs.try_next() {
+                Some(ev) => ev,
+                None => {
+                    self.router.flush().await?;
+                    self.inputs.next().await
+                }
+            };
+            match ev {
+                InputEvent::Records(batch) => {
+                    self.metrics.add_in(batch.len());
+                    for r in batch {
+                        let mut c = Collector::new(&mut out, r.timestamp, r.created_ns);
+                        self.op.process(r, &mut c)?;
+                    }
+                    self.emit(&mut out).await?;
+                }
+                InputEvent::Watermark(w) => {
+                    self.op
+                        .on_watermark(w, &mut Collector::new(&mut out, w, 0))?;
+                    self.emit(&mut out).await?;
+                    self.router.broadcast(Message::Watermark(w)).await?;
+                }
+                InputEvent::Marker(m) => {
+                    self.metrics.record_alignment(self.inputs.last_alignment());
+                    self.on_marker(m).await?;
+                }
+                InputEvent::End => {
+                    self.op
+                        .on_end(&mut Collector::new(&mut out, NO_TIMESTAMP, 0))?;
+                    self.emit(&mut out).await?;
+                    self.router.broadcast(Message::End).await?;
+                    return Ok(());
+                }
+                InputEvent::Disconnected => return Err(TaskFailure::Disconnected),
+            }
+        }
+    }
+}
+
+/// Everything a sink task runs with.
+pub struct SinkTask<T, S> {
+    /// The sink instance.
+    pub sink: S,
+    /// Its context.
+    pub ctx: SinkContext,
+    /// Its inputs.
+    pub inputs: Inputs<T>,
+    /// Its metrics.
+    pub metrics: Arc<InstanceMetrics>,
+    /// Its link to the coordinator, when checkpointing.
+    pub ckpt: Option<CheckpointLink>,
+    /// Commits from the coordinator, when checkpointing.
+    pub commands: Option<mpsc::UnboundedReceiver<SinkCommand>>,
+    /// When checkpointing: the restored epoch and the sink's pre-commit
+    /// information for it (`None`: no checkpoint to restore).
+    pub restore: Option<Option<(u64, Vec<u8>)>>,
+}
+
+impl<T: Data, S: Sink<T>> SinkTask<T, S> {
+    fn on_command(&mut self, cmd: SinkCommand, committed: &mut u64) -> Result<bool, TaskFailure> {
+        match cmd {
+            SinkCommand::Commit(e) => {
+                if e > *committed {
+                    self.sink.commit(e)?;
+                    *committed = e;
+                }
+                Ok(true)
+            }
+            SinkCommand::Abandon => Ok(false),
+        }
+    }
+
+    /// Runs the sink until every input ended (and, when checkpointing, its
+    /// last epoch is committed).
+    pub async fn run(mut self) -> TaskResult {
+        self.sink.open(&self.ctx)?;
+        let mut committed = 0;
+        let mut pre_committed = 0;
+        if let Some(restore) = self.restore.take() {
+            committed = restore.as_ref().map_or(0, |(e, _)| *e);
+            self.sink
+                .restore(restore.as_ref().map(|(e, meta)| (*e, meta.as_slice())))?;
+        }
+        loop {
+            while let Some(cmd) = self.commands.as_mut().and_then(|c| c.try_recv().ok()) {
+                if !self.on_command(cmd, &mut committed)? {
+                    return Ok(());
+                }
+            }
+            let ev = match self.inputs.try_next() {
+                Some(ev) => ev,
+                None => match self.commands.as_mut() {
+                    None => self.inputs.next().await,
+                    Some(cmds) => {
+                        tokio::select! {
+                            biased;
+                            cmd = cmds.recv() => {
+                                if let Some(cmd) = cmd {
+                                    if !self.on_command(cmd, &mut committed)? {
+                                        return Ok(());
+                                    }
+                                }
+                                continue;
+                            }
+                            ev = self.inputs.next() => ev,
+                        }
+                    }
+                },
+            };
+            match ev {
+                InputEvent::Records(batch) => {
+                    self.metrics.add_in(batch.len());
+                    self.metrics
+                        .record_latencies(now_ns(), batch.iter().map(|r| r.created_ns));
+                    self.sink.write(batch)?;
+                }
+                InputEvent::Watermark(_) => {}
+                InputEvent::Marker(m) => {
+                    self.metrics.record_alignment(self.inputs.last_alignment());
+                    let meta = self.sink.on_marker(m.epoch)?;
+                    pre_committed = m.epoch;
+                    if let Some(link) = &self.ckpt {
+                        link.ack(m.epoch, TaskSnapshot { state: None, meta });
+                    }
+                }
+                InputEvent::End => break,
+                InputEvent::Disconnected => return Err(TaskFailure::Disconnected),
+            }
+        }
+        // With checkpointing, the output is complete once the last
+        // pre-committed epoch is committed.
+        if let Some(mut cmds) = self.commands.take() {
+            while committed < pre_committed {
+                let Some(cmd) = cmds.recv().await else { break };
+                if !self.on_command(cmd, &mut committed)? {
+                    break;
+                }
+            }
+        }
+        self.sink.close()?;
+        Ok(())
+    }
+}

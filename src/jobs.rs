@@ -1,0 +1,101 @@
+//! Ready-made jobs: the pipelines the CLI, the examples and the benchmarks run.
+
+use crate::prelude::*;
+
+/// A streaming word count over generated sentences: generator -> flat_map
+/// (words) -> key_by(word) -> count -> sink. Words are drawn from a fixed
+/// vocabulary by each record's key, so the answer is checkable.
+pub fn word_count<S: Sink<(String, u64)> + Clone>(
+    pipeline: &Pipeline,
+    generator: GeneratorConfig,
+    parallelism: usize,
+    sink: S,
+) {
+    pipeline
+        .source("sentences", GeneratorSource::new(generator))
+        .set_parallelism(parallelism)
+        .flat_map(|e: GenEvent| sentence(e.key))
+        .set_parallelism(parallelism)
+        .key_by(|w: &String| w.clone())
+        .count()
+        .set_parallelism(parallelism)
+        .sink("counts", sink)
+        .set_parallelism(parallelism);
+}
+
+const VOCABULARY: &[&str] = &[
+    "sensor", "stream", "epoch", "marker", "window", "latency", "state", "edge", "eddy", "flow",
+    "alert", "record",
+];
+
+/// The words of the sentence generated for `key`.
+pub fn sentence(key: u64) -> Vec<String> {
+    let n = 1 + (key % 4) as usize;
+    (0..n)
+        .map(|i| {
+            VOCABULARY[((key / 4 + i as u64 * 7) % VOCABULARY.len() as u64) as usize].to_string()
+        })
+        .collect()
+}
+
+/// The keyed-count latency pipeline of the benchmarks:
+/// generator -> map -> key_by(key) -> count -> sink.
+pub fn keyed_count<S: Sink<(u64, u64)> + Clone>(
+    pipeline: &Pipeline,
+    generator: GeneratorConfig,
+    parallelism: usize,
+    sink: S,
+) {
+    pipeline
+        .source("generator", GeneratorSource::new(generator))
+        .set_parallelism(parallelism)
+        .map(|e: GenEvent| (e.key, e.value))
+        .set_parallelism(parallelism)
+        .key_by(|r: &(u64, u64)| r.0)
+        .count()
+        .set_parallelism(parallelism)
+        .sink("sink", sink)
+        .set_parallelism(parallelism);
+}
+
+/// Count and sum of values per key: the aggregation of the crash tests.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CountSum;
+
+impl Aggregator<GenEvent> for CountSum {
+    type Acc = (u64, u64);
+    type Out = (u64, u64);
+    fn create(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    fn add(&self, acc: &mut (u64, u64), e: &GenEvent) {
+        acc.0 += 1;
+        acc.1 += e.value;
+    }
+    fn result(&self, acc: &(u64, u64)) -> (u64, u64) {
+        *acc
+    }
+}
+
+/// Running count and sum per key: generator -> key_by(key) ->
+/// aggregate(count, sum) -> sink. Output `(key, (count, sum))`.
+pub fn key_totals<S: Sink<(u64, (u64, u64))> + Clone>(
+    pipeline: &Pipeline,
+    generator: GeneratorConfig,
+    parallelism: usize,
+    sink: S,
+) {
+    pipeline
+        .source("generator", GeneratorSource::new(generator))
+        .set_parallelism(parallelism)
+        .key_by(|e: &GenEvent| e.key)
+        .aggregate("totals", CountSum)
+        .set_parallelism(parallelism)
+        .sink("files", sink)
+        .set_parallelism(parallelism);
+}
+
+/// The line the crash tests' file sink writes for one update.
+pub fn totals_line(r: &(u64, (u64, u64))) -> String {
+    format!("{},{},{}", r.0, r.1 .0, r.1 .1)
+}

@@ -1,0 +1,43 @@
+//! # Eddy
+//!
+//! A continuous-processing dataflow engine: long-running operator tasks joined
+//! by bounded channels process records one at a time, for sub-millisecond
+//! latency. This crate is the facade: it re-exports the typed API
+//! ([`prelude`]) and hosts the `eddy` command-line tool.
+//!
+//! | crate | what it holds |
+//! | --- | --- |
+//! | [`checkpoint`] (`eddy-checkpoint`) | state backends, keyed state tables, codec, checkpoint store |
+//! | [`runtime`] (`eddy-runtime`) | graph builder, tasks, bounded edges, query handle, metrics |
+//! | [`operators`] (`eddy-operators`) | map / filter / flat_map, keyed aggregations |
+//! | [`connectors`] (`eddy-connectors`) | vector and generator sources, memory, console and discard sinks |
+//!
+//! Dependencies point one way: `checkpoint <- runtime <- {operators, connectors} <- eddy`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub use eddy_checkpoint as checkpoint;
+pub use eddy_connectors as connectors;
+pub use eddy_operators as operators;
+pub use eddy_runtime as runtime;
+
+pub mod bench;
+pub mod jobs;
+
+/// Everything needed to write and run a pipeline.
+pub mod prelude {
+    pub use eddy_connectors::{
+        CollectSink, ConsoleSink, Delivery, DiscardSink, FileSink, GenEvent, GeneratorConfig,
+        GeneratorSource, VecSource,
+    };
+    pub use eddy_operators::{Aggregator, KeyedAggregations, StreamOps};
+    pub use eddy_runtime::checkpointing::CheckpointConfig;
+    pub use eddy_runtime::{
+        BuildError, Collector, Data, KeyedStream, Operator, OperatorContext, OperatorError,
+        Pipeline, PipelineConfig, Query, QueryError, QueryProgress, Record, Sink, Source, Stream,
+    };
+}
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
