@@ -42,11 +42,7 @@ pub trait StateBackend: Send + 'static {
     fn write_batch(&mut self, ops: Vec<WriteOp>) -> Result<()>;
 
     /// Calls `visit` for every entry whose key starts with `prefix`, in key order.
-    fn scan_prefix(
-        &self,
-        prefix: &[u8],
-        visit: &mut ScanVisitor<'_>,
-    ) -> Result<()>;
+    fn scan_prefix(&self, prefix: &[u8], visit: &mut ScanVisitor<'_>) -> Result<()>;
 
     /// The synchronous part of a snapshot: freezes the current contents
     /// (everything written by completed `write_batch` calls) and returns the
@@ -113,11 +109,7 @@ impl StateBackend for MemoryBackend {
         Ok(())
     }
 
-    fn scan_prefix(
-        &self,
-        prefix: &[u8],
-        visit: &mut ScanVisitor<'_>,
-    ) -> Result<()> {
+    fn scan_prefix(&self, prefix: &[u8], visit: &mut ScanVisitor<'_>) -> Result<()> {
         for (k, v) in self.map.range(prefix.to_vec()..) {
             if !k.starts_with(prefix) {
                 break;
@@ -172,11 +164,7 @@ impl StateBackend for SharedBackend {
         self.lock().write_batch(ops)
     }
 
-    fn scan_prefix(
-        &self,
-        prefix: &[u8],
-        visit: &mut ScanVisitor<'_>,
-    ) -> Result<()> {
+    fn scan_prefix(&self, prefix: &[u8], visit: &mut ScanVisitor<'_>) -> Result<()> {
         self.lock().scan_prefix(prefix, visit)
     }
 
