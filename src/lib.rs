@@ -23,6 +23,7 @@ pub use eddy_runtime as runtime;
 
 pub mod bench;
 pub mod jobs;
+pub mod report;
 
 /// Everything needed to write and run a pipeline.
 pub mod prelude {
@@ -35,6 +36,7 @@ pub mod prelude {
     pub use eddy_runtime::{
         BuildError, Collector, Data, KeyedStream, Operator, OperatorContext, OperatorError,
         Pipeline, PipelineConfig, Query, QueryError, QueryProgress, Record, Sink, Source, Stream,
+        Trigger,
     };
 }
 

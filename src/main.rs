@@ -58,6 +58,10 @@ enum Command {
         /// Keep keyed state in RocksDB (default: in memory).
         #[arg(long)]
         rocksdb: bool,
+        /// Run micro-batches every this many milliseconds instead of
+        /// continuously (checkpointing every batch).
+        #[arg(long)]
+        trigger_ms: Option<u64>,
     },
     /// Benchmarks.
     Bench {
@@ -115,16 +119,19 @@ fn main() -> anyhow::Result<()> {
                 parallelism,
                 interval_ms,
                 rocksdb,
+                trigger_ms,
             } => {
-                let mut ckpt = eddy::runtime::checkpointing::CheckpointConfig::new(
-                    dir.join("checkpoints"),
-                    Duration::from_millis(interval_ms),
-                );
+                let mut ckpt = CheckpointConfig::new(dir.join("checkpoints"));
                 if rocksdb {
                     ckpt = ckpt.with_rocksdb(dir.join("rocksdb"));
                 }
+                let trigger = match trigger_ms {
+                    Some(ms) => Trigger::ProcessingTime(Duration::from_millis(ms)),
+                    None => Trigger::continuous(Duration::from_millis(interval_ms)),
+                };
                 let pipeline = Pipeline::with_config(PipelineConfig {
                     checkpoint: Some(ckpt),
+                    trigger,
                     ..Default::default()
                 });
                 eddy::jobs::key_totals(

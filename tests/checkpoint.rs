@@ -21,10 +21,8 @@ fn config(dir: &Path, interval_ms: u64) -> PipelineConfig {
     PipelineConfig {
         batch_size: 16,
         channel_capacity: 4,
-        checkpoint: Some(CheckpointConfig::new(
-            dir.join("checkpoints"),
-            Duration::from_millis(interval_ms),
-        )),
+        checkpoint: Some(CheckpointConfig::new(dir.join("checkpoints"))),
+        trigger: Trigger::continuous(Duration::from_millis(interval_ms)),
         ..Default::default()
     }
 }

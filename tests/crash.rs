@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 const LIMIT: u64 = 200_000;
 const KEYS: u64 = 50;
 
-fn spawn(dir: &Path, rocksdb: bool) -> Child {
+fn spawn(dir: &Path, rocksdb: bool, trigger_ms: Option<u64>) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
     cmd.args(["--threads", "2", "totals", "--dir"])
         .arg(dir)
@@ -39,6 +39,9 @@ fn spawn(dir: &Path, rocksdb: bool) -> Child {
         .stderr(Stdio::piped());
     if rocksdb {
         cmd.arg("--rocksdb");
+    }
+    if let Some(ms) = trigger_ms {
+        cmd.args(["--trigger-ms", &ms.to_string()]);
     }
     cmd.spawn().expect("spawn the eddy binary")
 }
@@ -83,7 +86,7 @@ fn check_output(dir: &Path) {
     assert_eq!(lines.len() as u64, LIMIT, "one committed update per record");
 }
 
-fn run_with_kills(kills: usize, rocksdb: bool) {
+fn run_with_kills(kills: usize, rocksdb: bool, trigger_ms: Option<u64>) {
     let seed: u64 = std::env::var("EDDY_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -93,7 +96,7 @@ fn run_with_kills(kills: usize, rocksdb: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut killed = 0;
     for i in 0..kills {
-        let mut child = spawn(dir.path(), rocksdb);
+        let mut child = spawn(dir.path(), rocksdb, trigger_ms);
         let delay = Duration::from_millis(rng.random_range(100..600));
         std::thread::sleep(delay);
         match child.try_wait().unwrap() {
@@ -119,7 +122,7 @@ fn run_with_kills(kills: usize, rocksdb: bool) {
         killed, kills,
         "every run was killed before the input ran out"
     );
-    let child = spawn(dir.path(), rocksdb);
+    let child = spawn(dir.path(), rocksdb, trigger_ms);
     let deadline = Instant::now() + Duration::from_secs(120);
     let out = child.wait_with_output().unwrap();
     assert!(Instant::now() < deadline, "the final run did not finish");
@@ -142,16 +145,21 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
-    run_with_kills(kills, false);
+    run_with_kills(kills, false, None);
 }
 
 #[test]
 fn sigkill_with_rocksdb_state() {
-    run_with_kills(20, true);
+    run_with_kills(20, true, None);
 }
 
 #[test]
 #[ignore = "soak: hundreds of kills, minutes"]
 fn soak_hundreds_of_kills() {
-    run_with_kills(300, true);
+    run_with_kills(300, true, None);
+}
+
+#[test]
+fn sigkill_with_a_micro_batch_trigger() {
+    run_with_kills(20, true, Some(50));
 }

@@ -27,6 +27,54 @@
 //! - [`error`]: the crate's [`Error`] and [`Result`].
 //!
 //! Dependency direction: `checkpoint <- runtime <- {operators, connectors} <- eddy`.
+//!
+//! # How the runtime drives it
+//! One checkpoint, then a recovery, with every step the runtime takes (the
+//! coordinator's steps use the [`CheckpointTracker`]; a task's steps use its
+//! table and backend; `persist` runs on a blocking thread in real life):
+//!
+//! ```
+//! use std::collections::BTreeSet;
+//! use eddy_checkpoint::*;
+//!
+//! # fn main() -> Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let store = CheckpointStore::open(dir.path())?;
+//! let factory = MemoryBackendFactory; // or RocksBackendFactory::new(local_dir)
+//! let task = TaskId::new("count", 0);
+//! let mut tracker = CheckpointTracker::new(BTreeSet::from([task.clone()]), 2, 60_000);
+//! let mut table: KeyedTable<String, u64> =
+//!     KeyedTable::new(factory.open(&task, None, None)?, "counts");
+//! table.update(&"a".to_string(), |v| *v = Some(v.unwrap_or(0) + 1))?;
+//!
+//! // Coordinator: open an epoch, inject its markers.
+//! let epoch = tracker.try_start(0).expect("nothing in flight");
+//! // Task, at the aligned marker: the synchronous part, then forward the
+//! // marker; the job persists off the hot path.
+//! let job = table.snapshot()?;
+//! let handle = job.persist(&store, &task, epoch)?;
+//! let ack = TaskSnapshot { state: Some(handle), meta: b"offset=42".to_vec() };
+//! // Coordinator: the last ack completes the epoch; write the manifest,
+//! // then tell the sinks to commit.
+//! if let AckOutcome::Complete(done) = tracker.ack(epoch, &task, ack, 5) {
+//!     store.write_manifest(&done.into_manifest(vec![], 0))?;
+//! }
+//!
+//! // After a crash: the newest checkpoint that verifies, state restored.
+//! let recovery = store.recover()?;
+//! let manifest = recovery.manifest.as_ref().expect("one checkpoint");
+//! let snapshot = &manifest.tasks[&task];
+//! let backend = factory.open(&task, snapshot.state.as_ref(), Some(&store))?;
+//! let mut table: KeyedTable<String, u64> = KeyedTable::new(backend, "counts");
+//! assert_eq!(table.get(&"a".to_string())?, Some(&1));
+//! assert_eq!(snapshot.meta, b"offset=42");
+//! // New epochs go above every manifest on disk.
+//! let tracker = CheckpointTracker::new(BTreeSet::from([task]), 2, 60_000)
+//!     .with_first_epoch(recovery.next_epoch());
+//! assert_eq!(tracker.next_epoch(), 2);
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

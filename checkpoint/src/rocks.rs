@@ -62,6 +62,11 @@ pub struct RocksConfig {
     pub bloom_bits_per_key: f64,
     /// Background flush and compaction threads per DB.
     pub max_background_jobs: i32,
+    /// Turns background compaction off. Only for tests and benches that need
+    /// the exact files of an incremental checkpoint (a compaction running
+    /// between two checkpoints rewrites SSTs, so the second one stores the
+    /// rewritten files); never in production, where L0 would grow unbounded.
+    pub disable_auto_compactions: bool,
 }
 
 impl Default for RocksConfig {
@@ -71,6 +76,7 @@ impl Default for RocksConfig {
             block_cache_bytes: 64 << 20,
             bloom_bits_per_key: 10.0,
             max_background_jobs: 2,
+            disable_auto_compactions: false,
         }
     }
 }
@@ -121,6 +127,7 @@ impl RocksBackendFactory {
         opts.set_max_manifest_file_size(4 << 20);
         opts.set_keep_log_file_num(2);
         opts.set_log_level(LogLevel::Warn);
+        opts.set_disable_auto_compactions(self.config.disable_auto_compactions);
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&self.cache);
         if self.config.bloom_bits_per_key > 0.0 {

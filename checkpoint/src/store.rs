@@ -430,8 +430,11 @@ impl CheckpointStore {
     /// Failed deletions during collection are not errors: the checkpoint is
     /// complete, they are listed in [`GcReport::errors`].
     pub fn write_manifest(&self, manifest: &Manifest) -> Result<GcReport> {
-        for epoch in self.manifest_epochs()? {
-            if epoch >= manifest.epoch && self.read_manifest(epoch).is_ok() {
+        for epoch in self.manifest_epochs()?.into_iter().rev() {
+            if epoch < manifest.epoch {
+                break;
+            }
+            if self.read_manifest(epoch).is_ok() {
                 return Err(Error::EpochNotIncreasing {
                     epoch: manifest.epoch,
                     existing: epoch,

@@ -47,6 +47,8 @@ pub struct GeneratorConfig {
     /// record is due within two milliseconds: exact pacing for latency
     /// benchmarks, at the cost of a busy core. Off with tokio's paused clock.
     pub busy_wait: bool,
+    /// Micro-batch mode: most records one instance puts in one batch.
+    pub max_records_per_batch: u64,
 }
 
 impl Default for GeneratorConfig {
@@ -57,6 +59,7 @@ impl Default for GeneratorConfig {
             payload_bytes: 0,
             limit: None,
             busy_wait: false,
+            max_records_per_batch: 1_000_000,
         }
     }
 }
@@ -96,6 +99,8 @@ pub struct GeneratorSource {
     /// Pacing origin: when `paced_from` records had been emitted.
     start: Option<Instant>,
     paced_from: u64,
+    /// Micro-batch mode: emit no record at or past this count.
+    batch_end: Option<u64>,
 }
 
 impl GeneratorSource {
@@ -108,7 +113,16 @@ impl GeneratorSource {
             emitted: 0,
             start: None,
             paced_from: 0,
+            batch_end: None,
         }
+    }
+
+    /// Records due by `now` (counted from the start), when rate-limited.
+    fn due_total(&mut self, now: Instant) -> Option<u64> {
+        let rate = self.cfg.rate_per_sec?;
+        let per_instance = (rate as f64 / self.parallelism as f64).max(1e-3);
+        let start = *self.start.get_or_insert(now);
+        Some(self.paced_from + (now.duration_since(start).as_secs_f64() * per_instance) as u64 + 1)
     }
 
     fn seq_of(&self, n: u64) -> u64 {
@@ -148,6 +162,12 @@ impl Source<GenEvent> for GeneratorSource {
             return Ok(SourcePoll::Finished);
         }
         let mut n = (max as u64).min(remaining);
+        if let Some(end) = self.batch_end {
+            if self.emitted >= end {
+                return Ok(SourcePoll::Pending);
+            }
+            n = n.min(end - self.emitted);
+        }
         if let Some(rate) = self.cfg.rate_per_sec {
             let per_instance = (rate as f64 / self.parallelism as f64).max(1e-3);
             let now = Instant::now();
@@ -197,6 +217,18 @@ impl Source<GenEvent> for GeneratorSource {
 
     fn replayable(&self) -> bool {
         true
+    }
+
+    fn fix_batch_end(&mut self) -> bool {
+        let available = match self.due_total(Instant::now()) {
+            Some(due) => due.saturating_sub(self.emitted),
+            None => u64::MAX,
+        };
+        let n = available
+            .min(self.remaining())
+            .min(self.cfg.max_records_per_batch);
+        self.batch_end = Some(self.emitted + n);
+        n > 0
     }
 }
 

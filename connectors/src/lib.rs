@@ -6,6 +6,8 @@
 //! - [`GeneratorSource`]: emits [`GenEvent`]s at a fixed rate over a key space,
 //!   each a pure function of its sequence number (so it can be replayed from
 //!   an offset) and stamped with its creation time for latency measurement.
+//! - [`TcpLineSource`]: reads `created_us,seq,key` lines ([`TcpEvent`]s) from
+//!   a TCP server, stamped with the sender's creation time.
 //! - [`CollectSink`]: keeps everything it receives in memory, readable while
 //!   and after the query runs.
 //! - [`FileSink`]: lines into files, exactly-once (two-phase commit over
@@ -20,12 +22,14 @@ pub mod collect;
 pub mod console;
 pub mod file;
 pub mod generator;
+pub mod tcp;
 pub mod vec;
 
 pub use collect::{CollectSink, DiscardSink};
 pub use console::ConsoleSink;
 pub use file::{Delivery, FileSink};
 pub use generator::{GenEvent, GeneratorConfig, GeneratorSource};
+pub use tcp::{MalformedLine, ParseLineError, TcpEvent, TcpLineSource};
 pub use vec::VecSource;
 
 /// Decodes an 8-byte little-endian offset.

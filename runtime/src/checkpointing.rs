@@ -37,17 +37,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eddy_checkpoint::{
-    AckOutcome, BackendFactory, CheckpointStore, CheckpointTracker, MemoryBackendFactory,
-    OperatorShape, RocksBackendFactory, SharedBackend, StoreOptions, TaskId, TaskSnapshot,
+    BackendFactory, CheckpointStore, CheckpointTracker, MemoryBackendFactory, OperatorShape,
+    Recovery, RocksBackendFactory, SharedBackend, StoreOptions, TaskId, TaskSnapshot,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
+use crate::coordinator::Coordinator;
 use crate::error::BuildError;
 use crate::graph::{InstanceBuild, LogicalGraph, LogicalNode, NodeKind};
-use crate::message::{EpochMarker, MarkerKind};
-use crate::task::{SourceCommand, TaskFailure, TaskResult};
+use crate::task::SourceCommand;
+use crate::trigger::{BatchProgress, Trigger};
 
 /// Where keyed state lives.
 #[derive(Debug, Clone)]
@@ -67,8 +67,6 @@ pub enum StateBackendChoice {
 pub struct CheckpointConfig {
     /// The checkpoint store's directory.
     pub dir: PathBuf,
-    /// Time between two epochs.
-    pub interval: Duration,
     /// Most epochs pending at once.
     pub max_in_flight: usize,
     /// An epoch not complete after this long is aborted.
@@ -80,11 +78,11 @@ pub struct CheckpointConfig {
 }
 
 impl CheckpointConfig {
-    /// Checkpoints into `dir` every `interval`, with in-memory state.
-    pub fn new(dir: impl Into<PathBuf>, interval: Duration) -> Self {
+    /// Checkpoints into `dir`, with in-memory state. How often is the
+    /// trigger's business ([`Trigger`](crate::Trigger)).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
-            interval,
             max_in_flight: 2,
             timeout: Duration::from_secs(60),
             retain: 3,
@@ -133,6 +131,20 @@ pub enum TaskEvent {
     },
     /// A source has no more input (exhausted or stopped).
     SourceFinished,
+    /// Micro-batch mode: a source's answer to a probe.
+    Probed {
+        /// Records are available for the next batch.
+        has_data: bool,
+        /// The source is exhausted (or stopped).
+        finished: bool,
+    },
+    /// Micro-batch mode: records a source emitted in epoch `epoch`.
+    SourceRows {
+        /// The epoch.
+        epoch: u64,
+        /// Records emitted.
+        rows: u64,
+    },
 }
 
 /// What the coordinator tells a sink.
@@ -152,8 +164,9 @@ pub struct CheckpointLink {
     pub task: TaskId,
     /// Events to the coordinator.
     pub events: mpsc::UnboundedSender<TaskEvent>,
-    /// The store snapshots go to.
-    pub store: CheckpointStore,
+    /// The store snapshots go to (`None`: micro-batches without a
+    /// checkpoint directory; epochs commit without a manifest).
+    pub store: Option<CheckpointStore>,
 }
 
 impl CheckpointLink {
@@ -197,171 +210,21 @@ pub struct CheckpointStats {
     pub restored_epoch: Option<u64>,
     /// The newest failure, for operators of the query.
     pub last_failure: Option<String>,
-}
-
-/// The coordinator task's inputs.
-pub(crate) struct Coordinator {
-    pub tracker: CheckpointTracker,
-    pub store: CheckpointStore,
-    pub shape: Vec<OperatorShape>,
-    pub interval: Duration,
-    pub sources: Vec<mpsc::UnboundedSender<SourceCommand>>,
-    pub sinks: Vec<mpsc::UnboundedSender<SinkCommand>>,
-    pub events: mpsc::UnboundedReceiver<TaskEvent>,
-    pub stats: Arc<Mutex<CheckpointStats>>,
-}
-
-fn unix_ms() -> u64 {
-    crate::record::now_ns() / 1_000_000
-}
-
-impl Coordinator {
-    fn stats(&self) -> std::sync::MutexGuard<'_, CheckpointStats> {
-        self.stats.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn fail(&self, epoch: u64, reason: String) {
-        tracing::warn!(epoch, %reason, "checkpoint failed");
-        metrics::counter!("eddy_checkpoints_failed_total").increment(1);
-        let mut s = self.stats();
-        s.failed += 1;
-        s.last_failure = Some(format!("epoch {epoch}: {reason}"));
-    }
-
-    fn start_epoch(&mut self, now_ms: u64, kind: Option<MarkerKind>) -> Option<u64> {
-        let epoch = self.tracker.try_start(now_ms)?;
-        self.stats().started += 1;
-        let marker = EpochMarker {
-            epoch,
-            kind: kind.unwrap_or(MarkerKind::Checkpoint),
-        };
-        let cmd = if kind.is_some() {
-            SourceCommand::FinalMarker(marker)
-        } else {
-            SourceCommand::Marker(marker)
-        };
-        for s in &self.sources {
-            let _ = s.send(cmd);
-        }
-        Some(epoch)
-    }
-
-    /// The final epoch failed. Sources already ended their streams, so it
-    /// cannot be retried: sinks stop waiting and the query fails, its last
-    /// epoch's output staged but not committed (a restart recovers it).
-    fn abandon(&self, epoch: u64) -> TaskResult {
-        for s in &self.sinks {
-            let _ = s.send(SinkCommand::Abandon);
-        }
-        Err(TaskFailure::User(crate::OperatorError::new(format!(
-            "the final checkpoint (epoch {epoch}) failed; its output was not committed"
-        ))))
-    }
-
-    /// Runs until the final epoch is committed (or every task is gone).
-    pub async fn run(mut self) -> TaskResult {
-        let origin = Instant::now();
-        let now_ms = |o: Instant| o.elapsed().as_millis() as u64;
-        let mut ticker = tokio::time::interval_at(origin + self.interval, self.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut finished_sources = 0;
-        let mut final_epoch: Option<u64> = None;
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {
-                    for a in self.tracker.tick(now_ms(origin)) {
-                        self.fail(a.epoch, format!("{:?}", a.reason));
-                        if Some(a.epoch) == final_epoch {
-                            return self.abandon(a.epoch);
-                        }
-                    }
-                    if finished_sources == self.sources.len() {
-                        if final_epoch.is_none() {
-                            final_epoch = self.start_epoch(now_ms(origin), Some(MarkerKind::Checkpoint));
-                        }
-                    } else {
-                        self.start_epoch(now_ms(origin), None);
-                    }
-                }
-                ev = self.events.recv() => {
-                    let Some(ev) = ev else { return Ok(()) };
-                    match ev {
-                        TaskEvent::SourceFinished => {
-                            finished_sources += 1;
-                            if finished_sources == self.sources.len() && final_epoch.is_none() {
-                                final_epoch = self.start_epoch(now_ms(origin), Some(MarkerKind::Checkpoint));
-                            }
-                        }
-                        TaskEvent::Decline { epoch, task, reason } => {
-                            if let Some(a) = self.tracker.decline(epoch, &task, reason) {
-                                self.fail(a.epoch, format!("{:?}", a.reason));
-                                if Some(a.epoch) == final_epoch {
-                                    return self.abandon(a.epoch);
-                                }
-                            }
-                        }
-                        TaskEvent::Ack { epoch, task, snapshot } => {
-                            match self.tracker.ack(epoch, &task, snapshot, now_ms(origin)) {
-                                AckOutcome::Complete(done) => {
-                                    for sub in &done.subsumed {
-                                        tracing::debug!(epoch = sub, by = done.epoch, "checkpoint subsumed");
-                                    }
-                                    let epoch = done.epoch;
-                                    let started = done.started_ms;
-                                    let manifest = done.into_manifest(self.shape.clone(), unix_ms());
-                                    let written = manifest.bytes_written();
-                                    let total = manifest.total_state_bytes();
-                                    let store = self.store.clone();
-                                    let res = tokio::task::spawn_blocking(move || store.write_manifest(&manifest)).await;
-                                    match res {
-                                        Ok(Ok(_gc)) => {
-                                            let dur = now_ms(origin).saturating_sub(started);
-                                            metrics::counter!("eddy_checkpoints_completed_total").increment(1);
-                                            metrics::histogram!("eddy_checkpoint_duration_ms").record(dur as f64);
-                                            metrics::gauge!("eddy_checkpoint_bytes_written").set(written as f64);
-                                            {
-                                                let mut s = self.stats();
-                                                s.completed += 1;
-                                                s.last_completed_epoch = Some(epoch);
-                                                s.last_duration_ms = Some(dur);
-                                                s.last_bytes_written = Some(written);
-                                                s.last_state_bytes = Some(total);
-                                            }
-                                            for s in &self.sinks {
-                                                let _ = s.send(SinkCommand::Commit(epoch));
-                                            }
-                                            if final_epoch.is_some_and(|f| epoch >= f) {
-                                                return Ok(());
-                                            }
-                                        }
-                                        Ok(Err(e)) => {
-                                            self.fail(epoch, format!("writing the manifest: {e}"));
-                                            if final_epoch.is_some_and(|f| epoch >= f) {
-                                                return self.abandon(epoch);
-                                            }
-                                        }
-                                        Err(e) => {
-                                            self.fail(epoch, format!("manifest writer: {e}"));
-                                            if final_epoch.is_some_and(|f| epoch >= f) {
-                                                return self.abandon(epoch);
-                                            }
-                                        }
-                                    }
-                                }
-                                AckOutcome::Pending { .. } | AckOutcome::Ignored(_) => {}
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    /// Micro-batch mode: ticks so far (a tick without new data runs no batch).
+    pub ticks: u64,
+    /// Micro-batch mode: batches completed.
+    pub batches_completed: u64,
+    /// Micro-batch mode: the newest completed batch.
+    pub last_batch: Option<BatchProgress>,
+    /// Micro-batch mode: the most recent completed batches, oldest first.
+    pub recent_batches: Vec<BatchProgress>,
 }
 
 /// Everything `Pipeline::start` needs to wire checkpointing into the tasks.
 pub(crate) struct CheckpointSetup {
     config: CheckpointConfig,
-    store: CheckpointStore,
+    trigger: Trigger,
+    store: Option<CheckpointStore>,
     factory: Arc<dyn BackendFactory>,
     restored: Option<eddy_checkpoint::Manifest>,
     first_epoch: u64,
@@ -380,23 +243,31 @@ impl CheckpointSetup {
     /// Opens the store and finds the checkpoint to restore, refusing a
     /// checkpoint of another pipeline shape.
     pub(crate) fn prepare(
-        config: &CheckpointConfig,
+        config: Option<&CheckpointConfig>,
+        trigger: &Trigger,
         logical: &LogicalGraph,
     ) -> Result<Self, BuildError> {
-        if config.interval.is_zero() {
-            return Err(BuildError::Config(
-                "checkpoint interval must be above zero".into(),
-            ));
-        }
-        let store = CheckpointStore::open_with(
-            &config.dir,
-            StoreOptions {
-                retain: config.retain.max(1),
-                ..StoreOptions::default()
-            },
-        )
-        .map_err(store_error)?;
-        let recovery = store.recover().map_err(store_error)?;
+        trigger.validate()?;
+        let store = match config {
+            Some(c) => Some(
+                CheckpointStore::open_with(
+                    &c.dir,
+                    StoreOptions {
+                        retain: c.retain.max(1),
+                        ..StoreOptions::default()
+                    },
+                )
+                .map_err(store_error)?,
+            ),
+            None => None,
+        };
+        let recovery = match &store {
+            Some(s) => s.recover().map_err(store_error)?,
+            None => Recovery::default(),
+        };
+        let dir_name = config
+            .map(|c| c.dir.display().to_string())
+            .unwrap_or_default();
         for w in &recovery.warnings {
             tracing::warn!(%w, "skipping a checkpoint that does not verify");
         }
@@ -405,8 +276,7 @@ impl CheckpointSetup {
             // from scratch would duplicate it.
             let list: Vec<String> = recovery.warnings.iter().map(|w| w.to_string()).collect();
             return Err(BuildError::Checkpoint(format!(
-                "no checkpoint in {} verifies: {}",
-                config.dir.display(),
+                "no checkpoint in {dir_name} verifies: {}",
                 list.join("; ")
             )));
         }
@@ -434,7 +304,7 @@ impl CheckpointSetup {
                     "checkpoint {} of {} has operators [{}], the pipeline has [{}]; \
                      changing operators or parallelism needs a new checkpoint directory",
                     m.epoch,
-                    config.dir.display(),
+                    dir_name,
                     fmt(&a),
                     fmt(&b)
                 )));
@@ -446,9 +316,11 @@ impl CheckpointSetup {
             .flat_map(|n| (0..n.parallelism).map(move |i| TaskId::new(n.name.clone(), i as u32)))
             .collect();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let config = config.cloned().unwrap_or_else(|| CheckpointConfig::new(""));
         Ok(Self {
-            config: config.clone(),
             factory: config.backend_factory(),
+            config,
+            trigger: trigger.clone(),
             first_epoch: recovery.next_epoch(),
             restored: recovery.manifest,
             store,
@@ -481,7 +353,7 @@ impl CheckpointSetup {
                     .open(
                         &task,
                         restored.and_then(|t| t.state.as_ref()),
-                        Some(&self.store),
+                        self.store.as_ref(),
                     )
                     .map_err(|e| {
                         BuildError::Checkpoint(format!("restoring the state of {task}: {e}"))
@@ -532,7 +404,7 @@ impl CheckpointSetup {
                 tracker,
                 store: self.store,
                 shape: self.shape,
-                interval: self.config.interval,
+                trigger: self.trigger,
                 sources,
                 sinks: self.sinks,
                 events: self.events_rx,

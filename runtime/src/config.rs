@@ -2,6 +2,7 @@
 
 use crate::checkpointing::CheckpointConfig;
 use crate::keys::DEFAULT_MAX_KEY_GROUPS;
+use crate::trigger::Trigger;
 
 /// Settings of a pipeline, fixed when it is built.
 #[derive(Debug, Clone)]
@@ -19,6 +20,8 @@ pub struct PipelineConfig {
     pub state_cache_capacity: usize,
     /// Epoch checkpoints (exactly-once recovery); `None`: no checkpoints.
     pub checkpoint: Option<CheckpointConfig>,
+    /// When epochs start: continuous processing or micro-batches.
+    pub trigger: Trigger,
 }
 
 impl Default for PipelineConfig {
@@ -30,6 +33,7 @@ impl Default for PipelineConfig {
             max_key_groups: DEFAULT_MAX_KEY_GROUPS,
             state_cache_capacity: eddy_checkpoint::table::DEFAULT_CACHE_CAPACITY,
             checkpoint: None,
+            trigger: Trigger::default(),
         }
     }
 }

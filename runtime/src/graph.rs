@@ -427,6 +427,7 @@ impl Pipeline {
                 control: b.control.expect("sources get a control channel"),
                 metrics: b.metrics,
                 batch_size: b.config.batch_size,
+                micro_batch: b.config.trigger.is_micro_batch(),
                 ckpt: b.ckpt,
                 restore_offset: b.restore_offset,
             };
@@ -464,20 +465,27 @@ impl Pipeline {
         let logical = g.logical();
         logical.validate(&g.config)?;
         let config = g.config.clone();
-        let mut ckpt = match &config.checkpoint {
-            Some(c) => {
-                if let Some(n) = g
-                    .nodes
-                    .iter()
-                    .find(|n| n.logical.kind == NodeKind::Source && !n.replayable)
-                {
-                    return Err(BuildError::NotReplayable {
-                        source_name: n.logical.name.clone(),
-                    });
-                }
-                Some(CheckpointSetup::prepare(c, &logical)?)
+        config.trigger.validate()?;
+        if config.checkpoint.is_some() {
+            if let Some(n) = g
+                .nodes
+                .iter()
+                .find(|n| n.logical.kind == NodeKind::Source && !n.replayable)
+            {
+                return Err(BuildError::NotReplayable {
+                    source_name: n.logical.name.clone(),
+                });
             }
-            None => None,
+        }
+        // A coordinator runs when the query checkpoints or runs micro-batches.
+        let mut ckpt = if config.checkpoint.is_some() || config.trigger.is_micro_batch() {
+            Some(CheckpointSetup::prepare(
+                config.checkpoint.as_ref(),
+                &config.trigger,
+                &logical,
+            )?)
+        } else {
+            None
         };
         let n = g.nodes.len();
         let mut outputs: Vec<Vec<Vec<Box<dyn Any + Send>>>> = g
@@ -720,8 +728,12 @@ impl<T: Data> Stream<T> {
         let factory: NodeFactory = Box::new(move |b: InstanceBuild| {
             let metrics = b.metrics;
             let inputs = take_inputs::<T>(b.inputs, &metrics);
+            let sink = sink.clone();
+            let latency_at_commit =
+                b.ckpt.is_some() && (b.config.trigger.is_micro_batch() || sink.visible_at_commit());
             let task = SinkTask {
-                sink: sink.clone(),
+                latency_at_commit,
+                sink,
                 ctx: SinkContext {
                     name: b.name.clone(),
                     instance: b.instance,

@@ -18,6 +18,9 @@
 //! - [`task`]: the task loops: one per source, operator and sink instance.
 //! - [`query`]: [`Query`], the handle of a running pipeline: stop, await, progress.
 //! - [`metrics`]: per-instance counters, edge occupancy, latency histograms.
+//! - [`checkpointing`], [`coordinator`], [`trigger`]: epochs — the
+//!   checkpoint protocol, the coordinator task, and when epochs start
+//!   (continuous or micro-batch).
 //!
 //! Dependency direction: `checkpoint <- runtime <- {operators, connectors} <- eddy`.
 #![forbid(unsafe_code)]
@@ -25,6 +28,7 @@
 
 pub mod checkpointing;
 pub mod config;
+pub(crate) mod coordinator;
 pub mod edge;
 pub mod error;
 pub mod graph;
@@ -37,6 +41,7 @@ pub mod record;
 pub mod sink;
 pub mod source;
 pub mod task;
+pub mod trigger;
 
 pub use config::PipelineConfig;
 pub use error::{BuildError, OperatorError, QueryError};
@@ -47,3 +52,4 @@ pub use query::{Query, QueryProgress};
 pub use record::{Data, Record};
 pub use sink::{Sink, SinkContext};
 pub use source::{Source, SourceContext, SourcePoll};
+pub use trigger::{BatchProgress, Trigger};

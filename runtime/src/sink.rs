@@ -51,6 +51,12 @@ pub trait Sink<T>: Send + 'static {
         Ok(())
     }
 
+    /// Whether output becomes visible only at commit (exactly-once sinks):
+    /// end-to-end latency is then measured at commit.
+    fn visible_at_commit(&self) -> bool {
+        false
+    }
+
     /// Every input ended. Without checkpointing, everything written must be
     /// visible when this returns.
     fn close(&mut self) -> Result<(), OperatorError> {

@@ -76,6 +76,15 @@ pub trait Source<T>: Send + 'static {
         ))
     }
 
+    /// Micro-batch mode: fixes the end of the next batch at what is
+    /// available now, and says whether anything is. Until the next call,
+    /// [`poll_next`](Self::poll_next) must not emit past that end (it returns
+    /// `IdleUntil`, `Pending` or `Finished` there). The default fixes nothing:
+    /// the batch runs until the source stops being `Ready`.
+    fn fix_batch_end(&mut self) -> bool {
+        true
+    }
+
     /// Whether [`seek`](Self::seek) works (required for exactly-once).
     fn replayable(&self) -> bool {
         false

@@ -57,6 +57,11 @@ pub enum SourceCommand {
     FinalMarker(EpochMarker),
     /// Stop reading.
     Stop,
+    /// Micro-batch mode: fix the end of the next batch at what is available
+    /// now and report whether anything is.
+    Probe,
+    /// Micro-batch mode: emit records up to the fixed end, then this marker.
+    Batch(EpochMarker),
 }
 
 /// Batches a source emits before it yields to other tasks on its thread.
@@ -80,6 +85,8 @@ pub struct SourceTask<T, S> {
     pub ckpt: Option<CheckpointLink>,
     /// The offset to seek to after opening (recovery).
     pub restore_offset: Option<Vec<u8>>,
+    /// Whether the query runs micro-batches (the source waits for batches).
+    pub micro_batch: bool,
 }
 
 enum Flow {
@@ -114,9 +121,80 @@ impl<T: Data, S: Source<T>> SourceTask<T, S> {
                 Ok(Flow::End)
             }
             Some(SourceCommand::Stop) => Ok(Flow::Stop),
+            // Micro-batch commands do not reach a continuous source.
+            Some(SourceCommand::Probe) | Some(SourceCommand::Batch(_)) => Ok(Flow::Continue),
             // The query handle is gone: end without a final checkpoint.
             None => Ok(Flow::End),
         }
+    }
+
+    /// Emits `buf`, counting it.
+    async fn emit(&mut self, buf: &mut Vec<Record<T>>) -> Result<u64, TaskFailure> {
+        let n = buf.len() as u64;
+        if n > 0 {
+            self.metrics.add_out(buf.len());
+            self.router.push(buf).await?;
+        }
+        Ok(n)
+    }
+
+    /// Micro-batch mode: the source runs only between a `Batch` command and
+    /// the marker that ends it.
+    async fn run_micro_batch(mut self) -> TaskResult {
+        let link = self
+            .ckpt
+            .clone()
+            .expect("micro-batch queries have a coordinator");
+        let mut buf: Vec<Record<T>> = Vec::with_capacity(self.batch_size);
+        let mut finished = false;
+        loop {
+            match self.control.recv().await {
+                None => break,
+                Some(SourceCommand::Stop) => finished = true,
+                Some(SourceCommand::Probe) => {
+                    if !finished && buf.is_empty() && self.source.fix_batch_end() {
+                        if let SourcePoll::Finished =
+                            self.source.poll_next(&mut buf, self.batch_size)?
+                        {
+                            finished = true;
+                        }
+                    } else if !finished && buf.is_empty() {
+                        // Nothing new; still learn whether the source is done.
+                        if let SourcePoll::Finished = self.source.poll_next(&mut buf, 0)? {
+                            finished = true;
+                        }
+                    }
+                    let _ = link.events.send(TaskEvent::Probed {
+                        has_data: !buf.is_empty(),
+                        finished: finished && buf.is_empty(),
+                    });
+                }
+                Some(SourceCommand::Batch(m)) | Some(SourceCommand::Marker(m)) => {
+                    let mut rows = self.emit(&mut buf).await?;
+                    while !finished {
+                        let poll = self.source.poll_next(&mut buf, self.batch_size)?;
+                        let empty = buf.is_empty();
+                        rows += self.emit(&mut buf).await?;
+                        match poll {
+                            SourcePoll::Ready if !empty => {}
+                            SourcePoll::Finished => finished = true,
+                            _ => break,
+                        }
+                    }
+                    let _ = link.events.send(TaskEvent::SourceRows {
+                        epoch: m.epoch,
+                        rows,
+                    });
+                    self.inject(m).await?;
+                }
+                Some(SourceCommand::FinalMarker(m)) => {
+                    self.inject(m).await?;
+                    break;
+                }
+            }
+        }
+        self.router.broadcast(Message::End).await?;
+        Ok(())
     }
 
     /// Runs the source until it is exhausted or stopped.
@@ -124,6 +202,9 @@ impl<T: Data, S: Source<T>> SourceTask<T, S> {
         self.source.open(&self.ctx)?;
         if let Some(offset) = self.restore_offset.take() {
             self.source.seek(&offset)?;
+        }
+        if self.micro_batch {
+            return self.run_micro_batch().await;
         }
         let mut buf: Vec<Record<T>> = Vec::with_capacity(self.batch_size);
         let mut since_yield = 0;
@@ -188,7 +269,7 @@ impl<T: Data, S: Source<T>> SourceTask<T, S> {
             let _ = link.events.send(TaskEvent::SourceFinished);
             loop {
                 match self.control.recv().await {
-                    Some(SourceCommand::Stop) => {}
+                    Some(SourceCommand::Stop | SourceCommand::Probe | SourceCommand::Batch(_)) => {}
                     Some(SourceCommand::Marker(m)) => self.inject(m).await?,
                     Some(SourceCommand::FinalMarker(m)) => {
                         self.inject(m).await?;
@@ -235,7 +316,7 @@ impl<I: Data, O: Data, Op: Operator<I, O>> OperatorTask<I, O, Op> {
     async fn on_marker(&mut self, m: EpochMarker) -> Result<(), TaskFailure> {
         self.op.on_marker(m.epoch)?;
         let job = match (&self.ckpt, &mut self.state) {
-            (Some(_), Some(state)) => Some(state.snapshot()),
+            (Some(link), Some(state)) if link.store.is_some() => Some(state.snapshot()),
             _ => None,
         };
         self.router.broadcast(Message::Marker(m)).await?;
@@ -245,7 +326,8 @@ impl<I: Data, O: Data, Op: Operator<I, O>> OperatorTask<I, O, Op> {
                 Some(Err(e)) => link.decline(m.epoch, format!("snapshot: {e}")),
                 Some(Ok(job)) => {
                     tokio::task::spawn_blocking(move || {
-                        match job.persist(&link.store, &link.task, m.epoch) {
+                        let store = link.store.as_ref().expect("snapshots only with a store");
+                        match job.persist(store, &link.task, m.epoch) {
                             Ok(handle) => link.ack(
                                 m.epoch,
                                 TaskSnapshot {
@@ -323,15 +405,35 @@ pub struct SinkTask<T, S> {
     /// When checkpointing: the restored epoch and the sink's pre-commit
     /// information for it (`None`: no checkpoint to restore).
     pub restore: Option<Option<(u64, Vec<u8>)>>,
+    /// Whether output becomes visible at commit (micro-batches, or an
+    /// exactly-once sink): latency is then measured at commit.
+    pub latency_at_commit: bool,
+}
+
+/// Creation stamps of records whose output is not visible yet, per epoch.
+#[derive(Default)]
+struct PendingLatency {
+    current: Vec<u64>,
+    staged: std::collections::VecDeque<(u64, Vec<u64>)>,
 }
 
 impl<T: Data, S: Sink<T>> SinkTask<T, S> {
-    fn on_command(&mut self, cmd: SinkCommand, committed: &mut u64) -> Result<bool, TaskFailure> {
+    fn on_command(
+        &mut self,
+        cmd: SinkCommand,
+        committed: &mut u64,
+        pending: &mut PendingLatency,
+    ) -> Result<bool, TaskFailure> {
         match cmd {
             SinkCommand::Commit(e) => {
                 if e > *committed {
                     self.sink.commit(e)?;
                     *committed = e;
+                }
+                let now = now_ns();
+                while pending.staged.front().is_some_and(|(epoch, _)| *epoch <= e) {
+                    let (_, stamps) = pending.staged.pop_front().expect("checked above");
+                    self.metrics.record_latencies(now, stamps.into_iter());
                 }
                 Ok(true)
             }
@@ -345,6 +447,7 @@ impl<T: Data, S: Sink<T>> SinkTask<T, S> {
         self.sink.open(&self.ctx)?;
         let mut committed = 0;
         let mut pre_committed = 0;
+        let mut pending = PendingLatency::default();
         if let Some(restore) = self.restore.take() {
             committed = restore.as_ref().map_or(0, |(e, _)| *e);
             self.sink
@@ -352,7 +455,7 @@ impl<T: Data, S: Sink<T>> SinkTask<T, S> {
         }
         loop {
             while let Some(cmd) = self.commands.as_mut().and_then(|c| c.try_recv().ok()) {
-                if !self.on_command(cmd, &mut committed)? {
+                if !self.on_command(cmd, &mut committed, &mut pending)? {
                     return Ok(());
                 }
             }
@@ -365,7 +468,7 @@ impl<T: Data, S: Sink<T>> SinkTask<T, S> {
                             biased;
                             cmd = cmds.recv() => {
                                 if let Some(cmd) = cmd {
-                                    if !self.on_command(cmd, &mut committed)? {
+                                    if !self.on_command(cmd, &mut committed, &mut pending)? {
                                         return Ok(());
                                     }
                                 }
@@ -379,8 +482,14 @@ impl<T: Data, S: Sink<T>> SinkTask<T, S> {
             match ev {
                 InputEvent::Records(batch) => {
                     self.metrics.add_in(batch.len());
-                    self.metrics
-                        .record_latencies(now_ns(), batch.iter().map(|r| r.created_ns));
+                    if self.latency_at_commit {
+                        pending
+                            .current
+                            .extend(batch.iter().map(|r| r.created_ns).filter(|&c| c != 0));
+                    } else {
+                        self.metrics
+                            .record_latencies(now_ns(), batch.iter().map(|r| r.created_ns));
+                    }
                     self.sink.write(batch)?;
                 }
                 InputEvent::Watermark(_) => {}
@@ -388,6 +497,10 @@ impl<T: Data, S: Sink<T>> SinkTask<T, S> {
                     self.metrics.record_alignment(self.inputs.last_alignment());
                     let meta = self.sink.on_marker(m.epoch)?;
                     pre_committed = m.epoch;
+                    if self.latency_at_commit {
+                        let stamps = std::mem::take(&mut pending.current);
+                        pending.staged.push_back((m.epoch, stamps));
+                    }
                     if let Some(link) = &self.ckpt {
                         link.ack(m.epoch, TaskSnapshot { state: None, meta });
                     }
@@ -401,7 +514,7 @@ impl<T: Data, S: Sink<T>> SinkTask<T, S> {
         if let Some(mut cmds) = self.commands.take() {
             while committed < pre_committed {
                 let Some(cmd) = cmds.recv().await else { break };
-                if !self.on_command(cmd, &mut committed)? {
+                if !self.on_command(cmd, &mut committed, &mut pending)? {
                     break;
                 }
             }
