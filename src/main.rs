@@ -72,27 +72,51 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
-    /// End-to-end latency at fixed input rates.
-    Latency {
-        /// Workloads: w1 (passthrough), w2 (keyed count).
-        #[arg(long, value_delimiter = ',', default_value = "w1,w2")]
-        workloads: Vec<String>,
-        /// Input rates in records per second.
-        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
-        rates: Vec<u64>,
-        /// Measured seconds per cell.
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
-        /// Warm-up seconds per cell.
-        #[arg(long, default_value_t = 1)]
-        warmup: u64,
-        /// Parallelism of every operator.
-        #[arg(long, default_value_t = 1)]
-        parallelism: usize,
-        /// Write the results as JSON here.
-        #[arg(long)]
-        json: Option<std::path::PathBuf>,
-    },
+    /// End-to-end latency, continuous vs micro-batch, at fixed input rates,
+    /// plus each mode's throughput ceiling.
+    Latency(LatencyArgs),
+}
+
+#[derive(clap::Args)]
+struct LatencyArgs {
+    /// Workloads: w1 (passthrough), w2 (keyed count over 10k keys).
+    #[arg(long, value_delimiter = ',', default_value = "w1,w2")]
+    workloads: Vec<String>,
+    /// Modes: continuous, mbN (micro-batches every N ms).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "continuous,mb10,mb100,mb1000"
+    )]
+    modes: Vec<String>,
+    /// Input rates in records per second.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    rates: Vec<u64>,
+    /// Measured seconds per cell.
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// Warm-up seconds per cell.
+    #[arg(long, default_value_t = 1)]
+    warmup: u64,
+    /// Parallelism of every operator.
+    #[arg(long, default_value_t = 1)]
+    parallelism: usize,
+    /// Skip the unthrottled ceiling run of each workload and mode.
+    #[arg(long)]
+    no_ceiling: bool,
+    /// Read records from an external load generator instead
+    /// (tcp://127.0.0.1:PORT; lines `create_us,seq,key`).
+    #[arg(long)]
+    input: Option<String>,
+    /// Write the results as a JSON array here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Write a markdown table here.
+    #[arg(long)]
+    markdown: Option<std::path::PathBuf>,
+    /// Write an SVG plot of latency percentiles per mode here.
+    #[arg(long)]
+    svg: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -159,14 +183,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Bench { which } => match which {
-                BenchCommand::Latency {
-                    workloads,
-                    rates,
-                    seconds,
-                    warmup,
-                    parallelism,
-                    json,
-                } => bench_latency(workloads, rates, seconds, warmup, parallelism, json).await,
+                BenchCommand::Latency(args) => bench_latency(args).await,
             },
         }
     })
@@ -213,52 +230,89 @@ async fn run_word_count(seconds: u64, rate: u64, parallelism: usize) -> anyhow::
     Ok(())
 }
 
-async fn bench_latency(
-    workloads: Vec<String>,
-    rates: Vec<u64>,
-    seconds: u64,
-    warmup: u64,
-    parallelism: usize,
-    json: Option<std::path::PathBuf>,
-) -> anyhow::Result<()> {
-    let mut results = Vec::new();
-    println!(
-        "{:<16} {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} sustained",
-        "workload", "mode", "rate", "p50_us", "p99_us", "p999_us", "max_us", "achieved"
-    );
-    for w in &workloads {
-        let workload = match w.as_str() {
-            "w1" => Workload::Passthrough,
-            "w2" => Workload::KeyedCount,
-            other => anyhow::bail!("unknown workload {other} (w1, w2)"),
-        };
-        for &rate in &rates {
-            let r = run_latency(&LatencyRun {
-                workload,
-                rate,
-                duration: Duration::from_secs(seconds),
-                warmup: Duration::from_secs(warmup),
-                parallelism,
-            })
-            .await?;
-            println!(
-                "{:<16} {:<12} {:>9} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>11.0} {}",
-                r.workload,
-                r.mode,
-                r.rate,
-                r.p50_us,
-                r.p99_us,
-                r.p999_us,
-                r.max_us,
-                r.achieved_rate,
-                r.sustained
-            );
-            results.push(r);
+async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
+    use eddy::bench::{parse_mode, Input};
+    let workloads = args
+        .workloads
+        .iter()
+        .map(|w| Workload::parse(w))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let modes = args
+        .modes
+        .iter()
+        .map(|m| parse_mode(m))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let input = match &args.input {
+        Some(a) => Input::Tcp(a.clone()),
+        None => Input::Generator,
+    };
+    let mut cells: Vec<(Workload, Trigger, Option<u64>)> = Vec::new();
+    for &w in &workloads {
+        for m in &modes {
+            if matches!(input, Input::Generator) {
+                for &r in &args.rates {
+                    cells.push((w, m.clone(), Some(r)));
+                }
+            }
+            if !args.no_ceiling || matches!(input, Input::Tcp(_)) {
+                cells.push((w, m.clone(), None));
+            }
         }
     }
-    if let Some(path) = json {
-        std::fs::write(&path, serde_json::to_string_pretty(&results)?)
+    println!(
+        "{:<16} {:<18} {:>9} {:>10} {:>10} {:>10} {:>10} {:>11} sustained",
+        "workload", "mode", "rate", "p50", "p99", "p99.9", "max", "achieved"
+    );
+    let mut results = Vec::new();
+    let total = cells.len();
+    for (i, (workload, trigger, rate)) in cells.into_iter().enumerate() {
+        eprint!(
+            "\r[{}/{}] {} {} {} ...          ",
+            i + 1,
+            total,
+            workload.name(),
+            trigger.name(),
+            rate.map_or("unthrottled".to_string(), |r| r.to_string())
+        );
+        let r = run_latency(&LatencyRun {
+            workload,
+            trigger,
+            rate,
+            duration: Duration::from_secs(args.seconds),
+            warmup: Duration::from_secs(args.warmup),
+            parallelism: args.parallelism,
+            input: input.clone(),
+        })
+        .await?;
+        eprint!("\r");
+        println!(
+            "{:<16} {:<18} {:>9} {:>10} {:>10} {:>10} {:>10} {:>11} {}",
+            r.workload,
+            r.mode,
+            if r.rate == 0 {
+                "ceiling".to_string()
+            } else {
+                r.rate.to_string()
+            },
+            eddy::report::format_latency(r.p50_us),
+            eddy::report::format_latency(r.p99_us),
+            eddy::report::format_latency(r.p999_us),
+            eddy::report::format_latency(r.max_us),
+            eddy::report::format_rate(r.achieved_rate),
+            r.sustained
+        );
+        results.push(r);
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, eddy::report::markdown_table(&results))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.svg {
+        eddy::report::write_svg(&results, path)?;
     }
     Ok(())
 }

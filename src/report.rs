@@ -252,7 +252,7 @@ fn draw(results: &[LatencyResult], path: &Path) -> anyhow::Result<()> {
                 .x_label_area_size(36)
                 .y_label_area_size(64)
                 .build_cartesian_2d(
-                    (0..PERCENTILES.len() as i32).into_segmented(),
+                    (0..PERCENTILES.len() as i32 - 1).into_segmented(),
                     (lo..hi).log_scale(),
                 )?;
             chart

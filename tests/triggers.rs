@@ -152,7 +152,7 @@ async fn available_now_drains_and_stops_by_itself() {
     assert!(stats.batches_completed >= 1);
     let rows: u64 = stats.recent_batches.iter().map(|b| b.input_rows).sum();
     assert_eq!(rows as usize, out.len());
-    assert!(out.len() > 0);
+    assert!(!out.is_empty());
 }
 
 #[tokio::test(start_paused = true)]

@@ -16,7 +16,9 @@
 //!   which recovery replaces from the store anyway.
 //! - [`StateBackend::snapshot`] (synchronous) creates a RocksDB checkpoint in
 //!   `snap-<n>`: memtables are flushed, SST files are hard-linked, MANIFEST,
-//!   CURRENT and OPTIONS are copied. Milliseconds, independent of state size.
+//!   CURRENT and OPTIONS are copied. Its cost is bounded by the memtable
+//!   size (the flush), not by the state size (tens of ms measured for 1M and
+//!   10M keys).
 //! - [`SnapshotJob::persist`] (asynchronous) copies into the store only what
 //!   it does not hold yet:
 //!   - SST files are immutable and their names are unique within a DB

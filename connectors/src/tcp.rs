@@ -121,9 +121,11 @@ impl FromStr for TcpEvent {
 
     /// Parses `created_us,seq,key`; spaces around fields are allowed.
     fn from_str(line: &str) -> Result<Self, Self::Err> {
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        let [created_us, seq, key] = fields[..] else {
-            return Err(ParseLineError::FieldCount(fields.len()));
+        let mut fields = line.split(',').map(str::trim);
+        let (Some(created_us), Some(seq), Some(key), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(ParseLineError::FieldCount(line.split(',').count()));
         };
         let num = |field: &'static str, value: &str| {
             value.parse::<u64>().map_err(|_| ParseLineError::BadField {
@@ -530,25 +532,23 @@ impl Source<TcpEvent> for TcpLineSource {
     /// # Cancel safety
     /// Cancel safe: a connection attempt in progress is kept and resumed by
     /// the next call; waiting for readability consumes nothing.
-    fn wait(&mut self) -> impl Future<Output = ()> + Send {
-        async move {
-            loop {
-                match &mut self.conn {
-                    Conn::Idle => self.conn = Conn::Connecting(self.connect()),
-                    Conn::Connecting(connecting) => {
-                        self.conn = match connecting.await {
-                            Ok(stream) => Conn::Connected(stream),
-                            Err(e) => Conn::Failed(e),
-                        };
-                        return;
-                    }
-                    Conn::Connected(stream) => {
-                        // An error here resurfaces from the next read.
-                        let _ = stream.readable().await;
-                        return;
-                    }
-                    Conn::Closed | Conn::Failed(_) => return,
+    async fn wait(&mut self) {
+        loop {
+            match &mut self.conn {
+                Conn::Idle => self.conn = Conn::Connecting(self.connect()),
+                Conn::Connecting(connecting) => {
+                    self.conn = match connecting.await {
+                        Ok(stream) => Conn::Connected(stream),
+                        Err(e) => Conn::Failed(e),
+                    };
+                    return;
                 }
+                Conn::Connected(stream) => {
+                    // An error here resurfaces from the next read.
+                    let _ = stream.readable().await;
+                    return;
+                }
+                Conn::Closed | Conn::Failed(_) => return,
             }
         }
     }
