@@ -92,6 +92,9 @@ pub struct LatencyRun {
     pub parallelism: usize,
     /// The input.
     pub input: Input,
+    /// Checkpoint (RocksDB state, every second in continuous mode, every
+    /// batch in micro-batch mode).
+    pub checkpoints: bool,
 }
 
 /// One measured cell.
@@ -123,6 +126,7 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
     let checkpoint = match run.input {
         // An external socket cannot replay: no checkpoints (at-least-once).
         Input::Tcp(_) => None,
+        Input::Generator if !run.checkpoints => None,
         Input::Generator => Some(
             CheckpointConfig::new(scratch.join("checkpoints"))
                 .with_rocksdb(scratch.join("rocksdb")),

@@ -22,6 +22,7 @@ pub use eddy_operators as operators;
 pub use eddy_runtime as runtime;
 
 pub mod bench;
+pub mod checkpoint_bench;
 pub mod jobs;
 pub mod report;
 

@@ -75,6 +75,28 @@ enum BenchCommand {
     /// End-to-end latency, continuous vs micro-batch, at fixed input rates,
     /// plus each mode's throughput ceiling.
     Latency(LatencyArgs),
+    /// What checkpoints cost: throughput with vs without, latency with a
+    /// large checkpointed state, checkpoint sizes, recovery time.
+    Checkpoint {
+        /// Keys in the checkpointed state.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        /// Input rate of the latency run.
+        #[arg(long, default_value_t = 100_000)]
+        rate: u64,
+        /// Measured seconds per run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Throughput runs per setting.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Scratch directory (default: the system temp directory).
+        #[arg(long)]
+        scratch: Option<std::path::PathBuf>,
+        /// Write the result as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -104,6 +126,10 @@ struct LatencyArgs {
     /// Skip the unthrottled ceiling run of each workload and mode.
     #[arg(long)]
     no_ceiling: bool,
+    /// Run without checkpoints (by default: RocksDB state, checkpoints every
+    /// second in continuous mode and at every micro-batch).
+    #[arg(long)]
+    no_checkpoints: bool,
     /// Read records from an external load generator instead
     /// (tcp://127.0.0.1:PORT; lines `create_us,seq,key`).
     #[arg(long)]
@@ -184,6 +210,32 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Bench { which } => match which {
                 BenchCommand::Latency(args) => bench_latency(args).await,
+                BenchCommand::Checkpoint {
+                    keys,
+                    rate,
+                    seconds,
+                    repeats,
+                    scratch,
+                    json,
+                } => {
+                    let scratch = scratch.unwrap_or_else(|| {
+                        std::env::temp_dir().join(format!("eddy-ckbench-{}", std::process::id()))
+                    });
+                    let b = eddy::checkpoint_bench::CheckpointBench {
+                        keys,
+                        rate,
+                        seconds,
+                        repeats,
+                    };
+                    let r = eddy::checkpoint_bench::run(&b, &scratch).await?;
+                    let _ = std::fs::remove_dir_all(&scratch);
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                    if let Some(path) = json {
+                        std::fs::write(&path, serde_json::to_string_pretty(&r)?)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                    }
+                    Ok(())
+                }
             },
         }
     })
@@ -282,6 +334,7 @@ async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
             warmup: Duration::from_secs(args.warmup),
             parallelism: args.parallelism,
             input: input.clone(),
+            checkpoints: !args.no_checkpoints,
         })
         .await?;
         eprint!("\r");

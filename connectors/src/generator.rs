@@ -96,8 +96,10 @@ pub struct GeneratorSource {
     parallelism: u64,
     /// Records this instance emitted (its offset).
     emitted: u64,
-    /// Pacing origin: when `paced_from` records had been emitted.
+    /// Pacing origin: when `paced_from` records had been emitted (and the
+    /// wall clock then, in nanoseconds since the Unix epoch).
     start: Option<Instant>,
+    start_wall_ns: u64,
     paced_from: u64,
     /// Micro-batch mode: emit no record at or past this count.
     batch_end: Option<u64>,
@@ -112,16 +114,33 @@ impl GeneratorSource {
             parallelism: 1,
             emitted: 0,
             start: None,
+            start_wall_ns: 0,
             paced_from: 0,
             batch_end: None,
         }
+    }
+
+    fn start_at(&mut self, now: Instant) -> Instant {
+        if self.start.is_none() {
+            self.start = Some(now);
+            self.start_wall_ns = now_ns();
+        }
+        self.start.expect("set above")
+    }
+
+    /// When record `n` of this instance is due, on the wall clock: its
+    /// creation time. A paced record is stamped with its schedule, not with
+    /// the moment it was polled, so time it spends waiting for a late
+    /// poll or for a micro-batch tick counts as latency.
+    fn scheduled_ns(&self, n: u64, per_instance: f64) -> u64 {
+        self.start_wall_ns + ((n - self.paced_from) as f64 / per_instance * 1e9) as u64
     }
 
     /// Records due by `now` (counted from the start), when rate-limited.
     fn due_total(&mut self, now: Instant) -> Option<u64> {
         let rate = self.cfg.rate_per_sec?;
         let per_instance = (rate as f64 / self.parallelism as f64).max(1e-3);
-        let start = *self.start.get_or_insert(now);
+        let start = self.start_at(now);
         Some(self.paced_from + (now.duration_since(start).as_secs_f64() * per_instance) as u64 + 1)
     }
 
@@ -171,7 +190,7 @@ impl Source<GenEvent> for GeneratorSource {
         if let Some(rate) = self.cfg.rate_per_sec {
             let per_instance = (rate as f64 / self.parallelism as f64).max(1e-3);
             let now = Instant::now();
-            let start = *self.start.get_or_insert(now);
+            let start = self.start_at(now);
             let due_total = self.paced_from
                 + (now.duration_since(start).as_secs_f64() * per_instance) as u64
                 + 1;
@@ -190,8 +209,16 @@ impl Source<GenEvent> for GeneratorSource {
             }
             n = n.min(due);
         }
-        let created = now_ns();
+        let per_instance = self
+            .cfg
+            .rate_per_sec
+            .map(|rate| (rate as f64 / self.parallelism as f64).max(1e-3));
+        let now = now_ns();
         for i in 0..n {
+            let created = match per_instance {
+                Some(r) => self.scheduled_ns(self.emitted + i, r).min(now),
+                None => now,
+            };
             let mut ev = GenEvent::generate(
                 self.seq_of(self.emitted + i),
                 self.cfg.key_space,

@@ -220,6 +220,9 @@ impl<T: Data, S: Source<T>> SourceTask<T, S> {
             match self.source.poll_next(&mut buf, self.batch_size)? {
                 SourcePoll::Ready => {
                     if buf.is_empty() {
+                        // Nothing to emit right now: the task is about to
+                        // idle, so what it buffered goes out first.
+                        self.router.flush().await?;
                         tokio::task::yield_now().await;
                         continue;
                     }

@@ -1,0 +1,211 @@
+//! `eddy bench checkpoint`: what checkpoints cost a running query.
+//!
+//! 1. Throughput of generator -> key_by -> count -> sink, unthrottled, with
+//!    checkpoints every second vs without, alternating runs, medians.
+//! 2. Latency at a fixed rate while a state of `keys` keys (RocksDB) is
+//!    checkpointed every second: a preload source fills the state first,
+//!    then latency is measured on the paced source only; meanwhile every
+//!    completed checkpoint's duration and bytes written are recorded, and
+//!    the longest marker alignment.
+//! 3. Recovery: the time `Pipeline::start` takes to restore that state.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::prelude::*;
+use crate::runtime::query::LatencySummary;
+
+/// Settings of the checkpoint benchmark.
+#[derive(Debug, Clone)]
+pub struct CheckpointBench {
+    /// Keys in the checkpointed state.
+    pub keys: u64,
+    /// Input rate of the latency run.
+    pub rate: u64,
+    /// Measured seconds per run.
+    pub seconds: u64,
+    /// Throughput runs per setting (alternating).
+    pub repeats: usize,
+}
+
+/// One completed checkpoint seen during the latency run.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointSample {
+    /// Its epoch.
+    pub epoch: u64,
+    /// Start to manifest durable.
+    pub duration_ms: u64,
+    /// Bytes it wrote.
+    pub bytes_written: u64,
+    /// Bytes of state it references.
+    pub state_bytes: u64,
+}
+
+/// What the benchmark measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointBenchResult {
+    /// Records/s without checkpoints, per run.
+    pub throughput_without: Vec<f64>,
+    /// Records/s with checkpoints every second, per run.
+    pub throughput_with: Vec<f64>,
+    /// Median with / median without.
+    pub throughput_ratio: f64,
+    /// Latency at `rate` with the state checkpointed every second.
+    pub latency: Option<LatencySummary>,
+    /// The rate held during the latency run.
+    pub achieved_rate: f64,
+    /// Every checkpoint completed during the latency run.
+    pub checkpoints: Vec<CheckpointSample>,
+    /// Checkpoints that failed during the latency run.
+    pub failed_checkpoints: u64,
+    /// Longest marker alignment of any instance, microseconds.
+    pub max_alignment_us: f64,
+    /// Time `Pipeline::start` took to restore the state.
+    pub recovery_ms: f64,
+    /// Epoch restored.
+    pub restored_epoch: Option<u64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn config(dir: Option<&Path>) -> PipelineConfig {
+    PipelineConfig {
+        checkpoint: dir
+            .map(|d| CheckpointConfig::new(d.join("checkpoints")).with_rocksdb(d.join("rocksdb"))),
+        trigger: Trigger::continuous(Duration::from_secs(1)),
+        ..Default::default()
+    }
+}
+
+async fn throughput(dir: Option<&Path>, seconds: u64) -> anyhow::Result<f64> {
+    let p = Pipeline::with_config(config(dir));
+    p.source(
+        "gen",
+        GeneratorSource::new(GeneratorConfig {
+            key_space: 100_000,
+            ..Default::default()
+        }),
+    )
+    .key_by(|e: &GenEvent| e.key)
+    .count()
+    .sink("out", DiscardSink);
+    let q = p.start()?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = q.progress();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    Ok(q.progress().processed_rows_per_second)
+}
+
+fn latency_pipeline(dir: &Path, b: &CheckpointBench) -> Pipeline {
+    let p = Pipeline::with_config(config(Some(dir)));
+    let preload = p.source(
+        "preload",
+        GeneratorSource::new(GeneratorConfig {
+            key_space: b.keys,
+            limit: Some(3 * b.keys),
+            ..Default::default()
+        }),
+    );
+    p.source(
+        "paced",
+        GeneratorSource::new(GeneratorConfig {
+            rate_per_sec: Some(b.rate),
+            key_space: b.keys,
+            busy_wait: true,
+            ..Default::default()
+        }),
+    )
+    .union(preload)
+    .key_by(|e: &GenEvent| e.key)
+    .count()
+    .sink("out", DiscardSink);
+    p
+}
+
+/// Runs the benchmark in scratch directories under `scratch`.
+pub async fn run(b: &CheckpointBench, scratch: &Path) -> anyhow::Result<CheckpointBenchResult> {
+    let mut without = Vec::new();
+    let mut with = Vec::new();
+    for i in 0..b.repeats {
+        eprint!("\r[throughput {}/{}]   ", i + 1, b.repeats);
+        without.push(throughput(None, b.seconds).await?);
+        let dir = scratch.join(format!("throughput-{i}"));
+        with.push(throughput(Some(&dir), b.seconds).await?);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    eprint!("\r[latency: preloading {} keys]   ", b.keys);
+    let dir = scratch.join("latency");
+    let mut q = latency_pipeline(&dir, b).start()?;
+    let preload_done = |q: &Query| {
+        q.progress()
+            .instances
+            .iter()
+            .any(|i| i.operator == "preload" && i.records_out >= 3 * b.keys)
+    };
+    while !preload_done(&q) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the queues drain and one checkpoint of the full state complete.
+    let settled = q.checkpoint_stats().unwrap_or_default().completed + 2;
+    while q.checkpoint_stats().unwrap_or_default().completed < settled {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprint!("\r[latency: measuring {} s]          ", b.seconds);
+    q.metrics().reset_latency();
+    let _ = q.progress();
+    let failed_before = q.checkpoint_stats().unwrap_or_default().failed;
+    let mut samples: Vec<CheckpointSample> = Vec::new();
+    let end = Instant::now() + Duration::from_secs(b.seconds);
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let s = q.checkpoint_stats().unwrap_or_default();
+        if let Some(epoch) = s.last_completed_epoch {
+            if samples.last().is_none_or(|x| x.epoch != epoch) {
+                samples.push(CheckpointSample {
+                    epoch,
+                    duration_ms: s.last_duration_ms.unwrap_or(0),
+                    bytes_written: s.last_bytes_written.unwrap_or(0),
+                    state_bytes: s.last_state_bytes.unwrap_or(0),
+                });
+            }
+        }
+    }
+    let progress = q.progress();
+    let latency = LatencySummary::from_histogram(&q.metrics().merged_latency());
+    let failed = q.checkpoint_stats().unwrap_or_default().failed - failed_before;
+    eprint!("\r[recovery: final checkpoint]        ");
+    q.stop().await?;
+    drop(q);
+
+    eprint!("\r[recovery: restoring]               ");
+    let t = Instant::now();
+    let q = latency_pipeline(&dir, b).start()?;
+    let recovery_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let restored_epoch = q.checkpoint_stats().and_then(|s| s.restored_epoch);
+    drop(q);
+    let _ = std::fs::remove_dir_all(&dir);
+    eprint!("\r                                    \r");
+    Ok(CheckpointBenchResult {
+        throughput_ratio: median(&with) / median(&without).max(1.0),
+        throughput_without: without,
+        throughput_with: with,
+        latency,
+        achieved_rate: progress.input_rows_per_second,
+        checkpoints: samples,
+        failed_checkpoints: failed,
+        max_alignment_us: progress.max_alignment_us,
+        recovery_ms,
+        restored_epoch,
+    })
+}
