@@ -16,7 +16,7 @@
 //! caller may retry or fail the task without corrupting state.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::error::Result;
 use crate::snapshot::{MemorySnapshotJob, SnapshotJob};
@@ -135,9 +135,45 @@ impl StateBackend for MemoryBackend {
 ///
 /// The lock is never contended in practice: a task's tables are used from
 /// the task alone.
+///
+/// # Snapshots off the task's thread
+/// [`freeze`](SharedBackend::freeze) marks the contents as of now as the
+/// snapshot's: from then until [`Frozen::take`] has run the snapshot's
+/// synchronous part (on a blocking thread), writes wait, reads do not. The
+/// task thus forwards its marker and goes on processing at once; a table
+/// writes to its backend only at the next marker or when its cache spills,
+/// so in practice nothing waits.
 #[derive(Clone)]
 pub struct SharedBackend {
     inner: Arc<Mutex<Box<dyn StateBackend>>>,
+    frozen: Arc<(Mutex<bool>, Condvar)>,
+}
+
+/// A snapshot point of a [`SharedBackend`]: writes wait until it is taken
+/// (or dropped).
+#[must_use = "writes to the backend wait until the frozen snapshot is taken or dropped"]
+pub struct Frozen {
+    backend: SharedBackend,
+}
+
+impl Frozen {
+    /// Runs the synchronous part of the snapshot of the frozen contents,
+    /// then lets writes through again.
+    ///
+    /// # Errors
+    /// As [`StateBackend::snapshot`].
+    pub fn take(self) -> Result<Box<dyn SnapshotJob>> {
+        self.backend.lock().snapshot()
+        // `self` drops here and thaws the backend.
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let (flag, cv) = &*self.backend.frozen;
+        *flag.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        cv.notify_all();
+    }
 }
 
 impl SharedBackend {
@@ -145,6 +181,25 @@ impl SharedBackend {
     pub fn new(backend: Box<dyn StateBackend>) -> Self {
         Self {
             inner: Arc::new(Mutex::new(backend)),
+            frozen: Arc::new((Mutex::new(false), Condvar::new())),
+        }
+    }
+
+    /// Freezes the current contents for a snapshot (see the type docs).
+    pub fn freeze(&self) -> Frozen {
+        self.wait_thawed();
+        let (flag, _) = &*self.frozen;
+        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        Frozen {
+            backend: self.clone(),
+        }
+    }
+
+    fn wait_thawed(&self) {
+        let (flag, cv) = &*self.frozen;
+        let mut frozen = flag.lock().unwrap_or_else(|p| p.into_inner());
+        while *frozen {
+            frozen = cv.wait(frozen).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -161,6 +216,7 @@ impl StateBackend for SharedBackend {
     }
 
     fn write_batch(&mut self, ops: Vec<WriteOp>) -> Result<()> {
+        self.wait_thawed();
         self.lock().write_batch(ops)
     }
 
@@ -169,6 +225,7 @@ impl StateBackend for SharedBackend {
     }
 
     fn snapshot(&mut self) -> Result<Box<dyn SnapshotJob>> {
+        self.wait_thawed();
         self.lock().snapshot()
     }
 }
@@ -218,5 +275,47 @@ mod tests {
             .unwrap();
         assert_eq!(n, 2);
         assert_eq!(names.get(&1).unwrap().map(String::as_str), Some("one"));
+    }
+}
+
+#[cfg(test)]
+mod frozen_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn writes_wait_for_a_frozen_snapshot_reads_do_not() {
+        let mut shared = SharedBackend::new(Box::new(MemoryBackend::new()));
+        shared
+            .write_batch(vec![WriteOp::Put(b"k".to_vec(), b"1".to_vec())])
+            .unwrap();
+        let frozen = shared.freeze();
+        let wrote = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let mut shared = shared.clone();
+            let wrote = wrote.clone();
+            std::thread::spawn(move || {
+                shared
+                    .write_batch(vec![WriteOp::Put(b"k".to_vec(), b"2".to_vec())])
+                    .unwrap();
+                wrote.store(true, Ordering::SeqCst);
+            })
+        };
+        // Reads go on while frozen.
+        assert_eq!(shared.get(b"k").unwrap(), Some(b"1".to_vec()));
+        let job = frozen.take().unwrap();
+        writer.join().unwrap();
+        assert!(wrote.load(Ordering::SeqCst));
+        assert_eq!(shared.get(b"k").unwrap(), Some(b"2".to_vec()));
+        // The snapshot holds the contents as of the freeze.
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::CheckpointStore::open(dir.path()).unwrap();
+        let task = crate::TaskId::new("t", 0);
+        let handle = job.persist(&store, &task, 1).unwrap();
+        use crate::BackendFactory;
+        let restored = crate::MemoryBackendFactory
+            .open(&task, Some(&handle), Some(&store))
+            .unwrap();
+        assert_eq!(restored.get(b"k").unwrap(), Some(b"1".to_vec()));
     }
 }

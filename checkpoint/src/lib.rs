@@ -91,7 +91,7 @@ pub mod store;
 pub mod table;
 pub mod tracker;
 
-pub use backend::{MemoryBackend, SharedBackend, StateBackend, WriteOp};
+pub use backend::{Frozen, MemoryBackend, SharedBackend, StateBackend, WriteOp};
 pub use error::{Error, Result};
 pub use manifest::{Manifest, OperatorShape, TaskId, TaskSnapshot};
 pub use map::MapTable;

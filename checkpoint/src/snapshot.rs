@@ -5,7 +5,7 @@
 //! At epoch marker `e` a task, once aligned:
 //! 1. flushes its tables' dirty entries into the backend
 //!    ([`KeyedTable::flush`](crate::KeyedTable::flush));
-//! 2. calls [`StateBackend::snapshot`](crate::StateBackend::snapshot) — the
+//! 2. calls [`StateBackend::snapshot`] — the
 //!    *synchronous part*: it freezes the backend's contents as of now (a
 //!    RocksDB checkpoint of hard links, or a copy of an in-memory map) and
 //!    returns a [`SnapshotJob`];

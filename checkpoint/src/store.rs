@@ -13,7 +13,7 @@
 //! # Invariants
 //! - Every file is written atomically (temp, fsync, rename, fsync dir;
 //!   [`crate::durable`]); manifests are framed with length + CRC32 and every
-//!   snapshot file's size and CRC32 is recorded in its [`StateHandle`].
+//!   snapshot file's size and CRC32 is recorded in its [`StateHandle`](crate::StateHandle).
 //! - A manifest is written only after every file it references is durable.
 //! - [`CheckpointStore::write_manifest`] then applies retention: the newest
 //!   `retain` valid manifests stay, older (and unreadable superseded) ones are

@@ -14,7 +14,7 @@
 //!   marker, so they belong to the next snapshot anyway.
 //!
 //! Keys are stored as `table prefix ++ bincode(key)`; values as versioned
-//! [`codec`](crate::codec) frames.
+//! [`codec`] frames.
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use eddy_checkpoint::{SharedBackend, StateBackend, TaskSnapshot};
+use eddy_checkpoint::{SharedBackend, TaskSnapshot};
 use tokio::sync::mpsc;
 
 use crate::checkpointing::{CheckpointLink, SinkCommand, TaskEvent};
@@ -314,23 +314,27 @@ impl<I: Data, O: Data, Op: Operator<I, O>> OperatorTask<I, O, Op> {
         Ok(())
     }
 
-    /// Snapshot at an aligned marker: flush the operator's tables, take the
-    /// synchronous part, forward the marker, persist in the background.
+    /// Snapshot at an aligned marker: flush the operator's tables into the
+    /// backend, freeze it, forward the marker at once, and take the snapshot
+    /// (its synchronous part, then the copy into the store) on a blocking
+    /// thread while records keep flowing.
     async fn on_marker(&mut self, m: EpochMarker) -> Result<(), TaskFailure> {
         self.op.on_marker(m.epoch)?;
-        let job = match (&self.ckpt, &mut self.state) {
-            (Some(link), Some(state)) if link.store.is_some() => Some(state.snapshot()),
+        let frozen = match (&self.ckpt, &self.state) {
+            (Some(link), Some(state)) if link.store.is_some() => Some(state.freeze()),
             _ => None,
         };
         self.router.broadcast(Message::Marker(m)).await?;
         if let Some(link) = self.ckpt.clone() {
-            match job {
+            match frozen {
                 None => link.ack(m.epoch, TaskSnapshot::default()),
-                Some(Err(e)) => link.decline(m.epoch, format!("snapshot: {e}")),
-                Some(Ok(job)) => {
+                Some(frozen) => {
                     tokio::task::spawn_blocking(move || {
                         let store = link.store.as_ref().expect("snapshots only with a store");
-                        match job.persist(store, &link.task, m.epoch) {
+                        let result = frozen
+                            .take()
+                            .and_then(|job| job.persist(store, &link.task, m.epoch));
+                        match result {
                             Ok(handle) => link.ack(
                                 m.epoch,
                                 TaskSnapshot {
@@ -338,7 +342,7 @@ impl<I: Data, O: Data, Op: Operator<I, O>> OperatorTask<I, O, Op> {
                                     meta: Vec::new(),
                                 },
                             ),
-                            Err(e) => link.decline(m.epoch, format!("persist: {e}")),
+                            Err(e) => link.decline(m.epoch, format!("snapshot: {e}")),
                         }
                     });
                 }
