@@ -148,6 +148,14 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
                     // Exact pacing needs a spinning source in continuous
                     // mode; a micro-batch source only wakes at ticks.
                     busy_wait: run.rate.is_some() && !run.trigger.is_micro_batch(),
+                    // A paced source's batch is what became due since the
+                    // last one (no cap, as Spark's rate source); only an
+                    // unthrottled source needs one.
+                    max_records_per_batch: if run.rate.is_some() {
+                        u64::MAX
+                    } else {
+                        1_000_000
+                    },
                     ..Default::default()
                 }),
             )

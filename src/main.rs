@@ -123,7 +123,16 @@ struct LatencyArgs {
     /// Parallelism of every operator.
     #[arg(long, default_value_t = 1)]
     parallelism: usize,
-    /// Skip the unthrottled ceiling run of each workload and mode.
+    /// Rates tried, in order, to find each mode's ceiling: the highest rate it
+    /// sustains (output at 95% of the input rate or more); the search stops
+    /// at the first rate not sustained.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "2000000,4000000,8000000,16000000,32000000"
+    )]
+    ceiling_rates: Vec<u64>,
+    /// Skip the ceiling search.
     #[arg(long)]
     no_ceiling: bool,
     /// Run without checkpoints (by default: RocksDB state, checkpoints every
@@ -282,6 +291,28 @@ async fn run_word_count(seconds: u64, rate: u64, parallelism: usize) -> anyhow::
     Ok(())
 }
 
+async fn run_latency_cell(run: LatencyRun) -> anyhow::Result<eddy::bench::LatencyResult> {
+    let r = run_latency(&run).await?;
+    eprint!("\r");
+    println!(
+        "{:<16} {:<18} {:>9} {:>10} {:>10} {:>10} {:>10} {:>11} {}",
+        r.workload,
+        r.mode,
+        if r.rate == 0 {
+            "max".to_string()
+        } else {
+            r.rate.to_string()
+        },
+        eddy::report::format_latency(r.p50_us),
+        eddy::report::format_latency(r.p99_us),
+        eddy::report::format_latency(r.p999_us),
+        eddy::report::format_latency(r.max_us),
+        eddy::report::format_rate(r.achieved_rate),
+        r.sustained
+    );
+    Ok(r)
+}
+
 async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
     use eddy::bench::{parse_mode, Input};
     let workloads = args
@@ -305,8 +336,7 @@ async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
                 for &r in &args.rates {
                     cells.push((w, m.clone(), Some(r)));
                 }
-            }
-            if !args.no_ceiling || matches!(input, Input::Tcp(_)) {
+            } else {
                 cells.push((w, m.clone(), None));
             }
         }
@@ -315,6 +345,18 @@ async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
         "{:<16} {:<18} {:>9} {:>10} {:>10} {:>10} {:>10} {:>11} sustained",
         "workload", "mode", "rate", "p50", "p99", "p99.9", "max", "achieved"
     );
+    let run_cell = |workload: Workload, trigger: Trigger, rate: Option<u64>, seconds: u64| {
+        run_latency_cell(LatencyRun {
+            workload,
+            trigger,
+            rate,
+            duration: Duration::from_secs(seconds),
+            warmup: Duration::from_secs(args.warmup),
+            parallelism: args.parallelism,
+            input: input.clone(),
+            checkpoints: !args.no_checkpoints,
+        })
+    };
     let mut results = Vec::new();
     let total = cells.len();
     for (i, (workload, trigger, rate)) in cells.into_iter().enumerate() {
@@ -326,35 +368,36 @@ async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
             trigger.name(),
             rate.map_or("unthrottled".to_string(), |r| r.to_string())
         );
-        let r = run_latency(&LatencyRun {
-            workload,
-            trigger,
-            rate,
-            duration: Duration::from_secs(args.seconds),
-            warmup: Duration::from_secs(args.warmup),
-            parallelism: args.parallelism,
-            input: input.clone(),
-            checkpoints: !args.no_checkpoints,
-        })
-        .await?;
-        eprint!("\r");
+        results.push(run_cell(workload, trigger, rate, args.seconds).await?);
+    }
+    let mut ceilings = Vec::new();
+    if !args.no_ceiling && matches!(input, Input::Generator) {
+        for &w in &workloads {
+            for m in &modes {
+                let mut best = 0;
+                for &r in &args.ceiling_rates {
+                    eprint!("\r[ceiling] {} {} {} ...          ", w.name(), m.name(), r);
+                    let res = run_cell(w, m.clone(), Some(r), 2).await?;
+                    let ok = res.sustained;
+                    results.push(res);
+                    if !ok {
+                        break;
+                    }
+                    best = r;
+                }
+                ceilings.push((w.name(), m.name(), best));
+            }
+        }
         println!(
-            "{:<16} {:<18} {:>9} {:>10} {:>10} {:>10} {:>10} {:>11} {}",
-            r.workload,
-            r.mode,
-            if r.rate == 0 {
-                "ceiling".to_string()
-            } else {
-                r.rate.to_string()
-            },
-            eddy::report::format_latency(r.p50_us),
-            eddy::report::format_latency(r.p99_us),
-            eddy::report::format_latency(r.p999_us),
-            eddy::report::format_latency(r.max_us),
-            eddy::report::format_rate(r.achieved_rate),
-            r.sustained
+            "\nceiling (highest rate sustained, of {:?}):",
+            args.ceiling_rates
         );
-        results.push(r);
+        for (w, m, best) in &ceilings {
+            println!(
+                "  {w:<16} {m:<18} {}",
+                eddy::report::format_rate(*best as f64)
+            );
+        }
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)

@@ -137,16 +137,29 @@ impl StateBackend for MemoryBackend {
 /// the task alone.
 ///
 /// # Snapshots off the task's thread
-/// [`freeze`](SharedBackend::freeze) marks the contents as of now as the
-/// snapshot's: from then until [`Frozen::take`] has run the snapshot's
-/// synchronous part (on a blocking thread), writes wait, reads do not. The
-/// task thus forwards its marker and goes on processing at once; a table
-/// writes to its backend only at the next marker or when its cache spills,
-/// so in practice nothing waits.
+/// At a marker the runtime calls [`defer_writes`](SharedBackend::defer_writes),
+/// lets the operator flush its tables (their write batches are queued, not
+/// applied), then [`freeze`](SharedBackend::freeze)s the backend and hands
+/// the [`Frozen`] snapshot point to a blocking thread, where
+/// [`Frozen::take`] applies the queued batches and runs the snapshot's
+/// synchronous part. Until then later writes wait; reads do not (the
+/// entries of the queued batches are still in the tables' caches, which
+/// evict only after a flush, and a flush waits). The task forwards its marker
+/// and goes on processing at once: a table writes to its backend only at the
+/// next marker or when its cache spills, so in practice nothing waits.
 #[derive(Clone)]
 pub struct SharedBackend {
     inner: Arc<Mutex<Box<dyn StateBackend>>>,
-    frozen: Arc<(Mutex<bool>, Condvar)>,
+    gate: Arc<(Mutex<Gate>, Condvar)>,
+}
+
+#[derive(Default)]
+struct Gate {
+    /// A snapshot point was taken and not yet snapshotted: writes wait.
+    frozen: bool,
+    /// Writes are queued (between `defer_writes` and `freeze`).
+    deferring: bool,
+    queued: Vec<WriteOp>,
 }
 
 /// A snapshot point of a [`SharedBackend`]: writes wait until it is taken
@@ -154,24 +167,38 @@ pub struct SharedBackend {
 #[must_use = "writes to the backend wait until the frozen snapshot is taken or dropped"]
 pub struct Frozen {
     backend: SharedBackend,
+    queued: Vec<WriteOp>,
 }
 
 impl Frozen {
-    /// Runs the synchronous part of the snapshot of the frozen contents,
-    /// then lets writes through again.
+    /// Applies the queued write batches, runs the synchronous part of the
+    /// snapshot, then lets writes through again.
     ///
     /// # Errors
-    /// As [`StateBackend::snapshot`].
-    pub fn take(self) -> Result<Box<dyn SnapshotJob>> {
-        self.backend.lock().snapshot()
-        // `self` drops here and thaws the backend.
+    /// As [`StateBackend::write_batch`] and [`StateBackend::snapshot`].
+    pub fn take(mut self) -> Result<Box<dyn SnapshotJob>> {
+        let mut inner = self.backend.lock();
+        let queued = std::mem::take(&mut self.queued);
+        if !queued.is_empty() {
+            inner.write_batch(queued)?;
+        }
+        inner.snapshot()
+        // `self` drops after the guard and thaws the backend.
     }
 }
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        let (flag, cv) = &*self.backend.frozen;
-        *flag.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        // Not taken (or failed before applying): the queued writes must still
+        // reach the backend, or the live state would lose them.
+        let queued = std::mem::take(&mut self.queued);
+        if !queued.is_empty() {
+            if let Err(e) = self.backend.lock().write_batch(queued) {
+                tracing::error!(%e, "applying queued state writes failed");
+            }
+        }
+        let (gate, cv) = &*self.backend.gate;
+        gate.lock().unwrap_or_else(|p| p.into_inner()).frozen = false;
         cv.notify_all();
     }
 }
@@ -181,25 +208,34 @@ impl SharedBackend {
     pub fn new(backend: Box<dyn StateBackend>) -> Self {
         Self {
             inner: Arc::new(Mutex::new(backend)),
-            frozen: Arc::new((Mutex::new(false), Condvar::new())),
+            gate: Arc::new((Mutex::new(Gate::default()), Condvar::new())),
         }
     }
 
-    /// Freezes the current contents for a snapshot (see the type docs).
+    fn thawed_gate(&self) -> MutexGuard<'_, Gate> {
+        let (gate, cv) = &*self.gate;
+        let mut g = gate.lock().unwrap_or_else(|p| p.into_inner());
+        while g.frozen {
+            g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        g
+    }
+
+    /// Queues later write batches instead of applying them, until
+    /// [`freeze`](Self::freeze).
+    pub fn defer_writes(&self) {
+        self.thawed_gate().deferring = true;
+    }
+
+    /// Marks the current contents, plus the queued writes, as the snapshot's
+    /// (see the type docs).
     pub fn freeze(&self) -> Frozen {
-        self.wait_thawed();
-        let (flag, _) = &*self.frozen;
-        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        let mut g = self.thawed_gate();
+        g.frozen = true;
+        g.deferring = false;
         Frozen {
             backend: self.clone(),
-        }
-    }
-
-    fn wait_thawed(&self) {
-        let (flag, cv) = &*self.frozen;
-        let mut frozen = flag.lock().unwrap_or_else(|p| p.into_inner());
-        while *frozen {
-            frozen = cv.wait(frozen).unwrap_or_else(|p| p.into_inner());
+            queued: std::mem::take(&mut g.queued),
         }
     }
 
@@ -216,7 +252,12 @@ impl StateBackend for SharedBackend {
     }
 
     fn write_batch(&mut self, ops: Vec<WriteOp>) -> Result<()> {
-        self.wait_thawed();
+        let mut g = self.thawed_gate();
+        if g.deferring {
+            g.queued.extend(ops);
+            return Ok(());
+        }
+        drop(g);
         self.lock().write_batch(ops)
     }
 
@@ -225,8 +266,7 @@ impl StateBackend for SharedBackend {
     }
 
     fn snapshot(&mut self) -> Result<Box<dyn SnapshotJob>> {
-        self.wait_thawed();
-        self.lock().snapshot()
+        self.freeze().take()
     }
 }
 
@@ -287,8 +327,18 @@ mod frozen_tests {
     fn writes_wait_for_a_frozen_snapshot_reads_do_not() {
         let mut shared = SharedBackend::new(Box::new(MemoryBackend::new()));
         shared
+            .write_batch(vec![WriteOp::Put(b"k".to_vec(), b"0".to_vec())])
+            .unwrap();
+        // The marker's flush is queued, then frozen with the snapshot point.
+        shared.defer_writes();
+        shared
             .write_batch(vec![WriteOp::Put(b"k".to_vec(), b"1".to_vec())])
             .unwrap();
+        assert_eq!(
+            shared.get(b"k").unwrap(),
+            Some(b"0".to_vec()),
+            "queued, not applied"
+        );
         let frozen = shared.freeze();
         let wrote = Arc::new(AtomicBool::new(false));
         let writer = {
@@ -302,7 +352,7 @@ mod frozen_tests {
             })
         };
         // Reads go on while frozen.
-        assert_eq!(shared.get(b"k").unwrap(), Some(b"1".to_vec()));
+        assert!(shared.get(b"k").unwrap().is_some());
         let job = frozen.take().unwrap();
         writer.join().unwrap();
         assert!(wrote.load(Ordering::SeqCst));

@@ -41,7 +41,8 @@ pub struct KeyedTable<K, V> {
     prefix: Vec<u8>,
     cache: HashMap<K, Entry<V>>,
     capacity: usize,
-    dirty: usize,
+    /// Keys of the dirty entries, so a flush touches only those.
+    dirty_keys: Vec<K>,
 }
 
 impl<K, V> KeyedTable<K, V>
@@ -58,7 +59,7 @@ where
             prefix,
             cache: HashMap::new(),
             capacity: DEFAULT_CACHE_CAPACITY,
-            dirty: 0,
+            dirty_keys: Vec::new(),
         }
     }
 
@@ -109,7 +110,7 @@ where
         let entry = self.cache.get_mut(key).expect("entry loaded above");
         if !entry.dirty {
             entry.dirty = true;
-            self.dirty += 1;
+            self.dirty_keys.push(key.clone());
         }
         Ok(f(&mut entry.value))
     }
@@ -117,13 +118,13 @@ where
     /// Sets the value under `key`.
     pub fn put(&mut self, key: K, value: V) -> Result<()> {
         self.make_room()?;
-        let entry = self.cache.entry(key).or_insert(Entry {
+        let entry = self.cache.entry(key.clone()).or_insert(Entry {
             value: None,
             dirty: false,
         });
         if !entry.dirty {
             entry.dirty = true;
-            self.dirty += 1;
+            self.dirty_keys.push(key);
         }
         entry.value = Some(value);
         Ok(())
@@ -136,19 +137,18 @@ where
 
     /// Number of dirty (unflushed) entries.
     pub fn dirty_len(&self) -> usize {
-        self.dirty
+        self.dirty_keys.len()
     }
 
     /// Writes every dirty entry to the backend as one batch and marks it clean.
     pub fn flush(&mut self) -> Result<()> {
-        if self.dirty == 0 {
+        if self.dirty_keys.is_empty() {
             return Ok(());
         }
-        let mut ops = Vec::with_capacity(self.dirty);
-        for (k, e) in self.cache.iter() {
-            if !e.dirty {
-                continue;
-            }
+        let mut ops = Vec::with_capacity(self.dirty_keys.len());
+        for k in &self.dirty_keys {
+            // Dirty entries are never evicted (eviction flushes first).
+            let Some(e) = self.cache.get(k) else { continue };
             let mut bk = self.prefix.clone();
             codec::encode_into(k, &mut bk)?;
             ops.push(match &e.value {
@@ -157,10 +157,11 @@ where
             });
         }
         self.backend.write_batch(ops)?;
-        for e in self.cache.values_mut() {
-            e.dirty = false;
+        for k in std::mem::take(&mut self.dirty_keys) {
+            if let Some(e) = self.cache.get_mut(&k) {
+                e.dirty = false;
+            }
         }
-        self.dirty = 0;
         Ok(())
     }
 

@@ -314,16 +314,23 @@ impl<I: Data, O: Data, Op: Operator<I, O>> OperatorTask<I, O, Op> {
         Ok(())
     }
 
-    /// Snapshot at an aligned marker: flush the operator's tables into the
-    /// backend, freeze it, forward the marker at once, and take the snapshot
-    /// (its synchronous part, then the copy into the store) on a blocking
-    /// thread while records keep flowing.
+    /// Snapshot at an aligned marker: the operator flushes its tables (the
+    /// write batches are queued), the backend is frozen at that point, the
+    /// marker goes on at once, and a blocking thread applies the batches,
+    /// takes the snapshot and copies it into the store while records keep
+    /// flowing.
     async fn on_marker(&mut self, m: EpochMarker) -> Result<(), TaskFailure> {
-        self.op.on_marker(m.epoch)?;
-        let frozen = match (&self.ckpt, &self.state) {
-            (Some(link), Some(state)) if link.store.is_some() => Some(state.freeze()),
+        let snapshotting = match (&self.ckpt, &self.state) {
+            (Some(link), Some(state)) if link.store.is_some() => {
+                // The flush's write batches are queued and applied on the
+                // blocking thread, with the snapshot.
+                state.defer_writes();
+                Some(state)
+            }
             _ => None,
         };
+        self.op.on_marker(m.epoch)?;
+        let frozen = snapshotting.map(|state| state.freeze());
         self.router.broadcast(Message::Marker(m)).await?;
         if let Some(link) = self.ckpt.clone() {
             match frozen {
