@@ -6,15 +6,10 @@ use std::collections::BTreeMap;
 use eddy::prelude::*;
 use proptest::prelude::*;
 
-const WORDS: &[&str] = &["ant", "bee", "cat", "dog", "eel", "fox", "gnu"];
+mod common;
+use common::runtime;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+const WORDS: &[&str] = &["ant", "bee", "cat", "dog", "eel", "fox", "gnu"];
 
 /// Small batches and channels so that even small inputs cross many batch and
 /// backpressure boundaries.

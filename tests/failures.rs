@@ -5,13 +5,8 @@ use std::time::Duration;
 use eddy::prelude::*;
 use eddy::runtime::QueryError;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+mod common;
+use common::runtime;
 
 fn unbounded() -> GeneratorConfig {
     GeneratorConfig {

@@ -10,16 +10,11 @@ use eddy::connectors::{ParseLineError, TcpEvent, TcpLineSource};
 use eddy::prelude::*;
 use eddy::runtime::QueryError;
 
+mod common;
+use common::runtime;
+
 /// Bounds every query; none needs more than a fraction of it.
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn event(seq: u64) -> TcpEvent {
     TcpEvent {

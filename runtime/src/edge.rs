@@ -272,6 +272,8 @@ pub struct Inputs<T> {
     /// When the first input delivered the pending marker.
     pending_since: Option<std::time::Instant>,
     last_alignment: std::time::Duration,
+    /// A watermark advance due right after the event just returned.
+    queued_watermark: Option<Timestamp>,
     next: usize,
 }
 
@@ -288,6 +290,7 @@ impl<T> Inputs<T> {
             pending_marker: None,
             pending_since: None,
             last_alignment: std::time::Duration::ZERO,
+            queued_watermark: None,
             next: 0,
         }
     }
@@ -340,10 +343,18 @@ impl<T> Inputs<T> {
                     }
                     return Some(InputEvent::End);
                 }
-                if let Some(ev) = self.try_align() {
-                    return Some(ev);
+                // An ended input may both complete an alignment and release
+                // the watermark: the marker goes first, the watermark next.
+                let aligned = self.try_align();
+                let watermark = self.advance_watermark();
+                match (aligned, watermark) {
+                    (Some(m), Some(InputEvent::Watermark(w))) => {
+                        self.queued_watermark = Some(w);
+                        Some(m)
+                    }
+                    (Some(m), _) => Some(m),
+                    (None, w) => w,
                 }
-                self.advance_watermark()
             }
         }
     }
@@ -384,6 +395,9 @@ impl<T> Inputs<T> {
 
     /// Reads without waiting; `None` when no readable input has a message.
     pub fn try_next(&mut self) -> Option<InputEvent<T>> {
+        if let Some(w) = self.queued_watermark.take() {
+            return Some(InputEvent::Watermark(w));
+        }
         let n = self.edges.len();
         let mut tried = 0;
         while tried < n {
