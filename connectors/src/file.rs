@@ -223,6 +223,10 @@ impl<T: Send + 'static> Sink<T> for FileSink<T> {
         Ok(Vec::new())
     }
 
+    fn visible_at_commit(&self) -> bool {
+        self.delivery == Delivery::ExactlyOnce
+    }
+
     fn commit(&mut self, epoch: u64) -> Result<(), OperatorError> {
         match self.delivery {
             Delivery::ExactlyOnce => self.commit_through(epoch),
