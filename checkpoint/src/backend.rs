@@ -160,6 +160,10 @@ struct Gate {
     /// Writes are queued (between `defer_writes` and `freeze`).
     deferring: bool,
     queued: Vec<WriteOp>,
+    /// Queued writes could not be applied: the live state is incomplete, so
+    /// every later call fails (the task fails and the query recovers from
+    /// its last checkpoint).
+    failed: Option<String>,
 }
 
 /// A snapshot point of a [`SharedBackend`]: writes wait until it is taken
@@ -177,10 +181,13 @@ impl Frozen {
     /// # Errors
     /// As [`StateBackend::write_batch`] and [`StateBackend::snapshot`].
     pub fn take(mut self) -> Result<Box<dyn SnapshotJob>> {
-        let mut inner = self.backend.lock();
         let queued = std::mem::take(&mut self.queued);
+        let mut inner = self.backend.lock();
         if !queued.is_empty() {
-            inner.write_batch(queued)?;
+            if let Err(e) = inner.write_batch(queued) {
+                self.backend.fail(&e);
+                return Err(e);
+            }
         }
         inner.snapshot()
         // `self` drops after the guard and thaws the backend.
@@ -193,8 +200,9 @@ impl Drop for Frozen {
         // reach the backend, or the live state would lose them.
         let queued = std::mem::take(&mut self.queued);
         if !queued.is_empty() {
-            if let Err(e) = self.backend.lock().write_batch(queued) {
-                tracing::error!(%e, "applying queued state writes failed");
+            let result = self.backend.lock().write_batch(queued);
+            if let Err(e) = result {
+                self.backend.fail(&e);
             }
         }
         let (gate, cv) = &*self.backend.gate;
@@ -209,6 +217,22 @@ impl SharedBackend {
         Self {
             inner: Arc::new(Mutex::new(backend)),
             gate: Arc::new((Mutex::new(Gate::default()), Condvar::new())),
+        }
+    }
+
+    fn fail(&self, e: &crate::Error) {
+        tracing::error!(%e, "applying queued state writes failed; the state backend is unusable");
+        let (gate, _) = &*self.gate;
+        gate.lock().unwrap_or_else(|p| p.into_inner()).failed = Some(e.to_string());
+    }
+
+    /// Fails when queued writes were lost.
+    fn check(&self, g: &Gate) -> Result<()> {
+        match &g.failed {
+            Some(e) => Err(crate::Error::Backend(format!(
+                "state writes queued at a marker were not applied ({e})"
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -248,11 +272,16 @@ impl SharedBackend {
 
 impl StateBackend for SharedBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        {
+            let (gate, _) = &*self.gate;
+            self.check(&gate.lock().unwrap_or_else(|p| p.into_inner()))?;
+        }
         self.lock().get(key)
     }
 
     fn write_batch(&mut self, ops: Vec<WriteOp>) -> Result<()> {
         let mut g = self.thawed_gate();
+        self.check(&g)?;
         if g.deferring {
             g.queued.extend(ops);
             return Ok(());
@@ -367,5 +396,44 @@ mod frozen_tests {
             .open(&task, Some(&handle), Some(&store))
             .unwrap();
         assert_eq!(restored.get(b"k").unwrap(), Some(b"1".to_vec()));
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    /// A backend whose writes fail.
+    struct Broken;
+
+    impl StateBackend for Broken {
+        fn get(&self, _key: &[u8]) -> Result<Option<Vec<u8>>> {
+            Ok(None)
+        }
+        fn write_batch(&mut self, _ops: Vec<WriteOp>) -> Result<()> {
+            Err(crate::Error::Backend("disk gone".into()))
+        }
+        fn scan_prefix(&self, _prefix: &[u8], _visit: &mut ScanVisitor<'_>) -> Result<()> {
+            Ok(())
+        }
+        fn snapshot(&mut self) -> Result<Box<dyn SnapshotJob>> {
+            Err(crate::Error::Backend("no snapshot".into()))
+        }
+    }
+
+    #[test]
+    fn lost_queued_writes_make_the_backend_fail_from_then_on() {
+        let mut shared = SharedBackend::new(Box::new(Broken));
+        shared.defer_writes();
+        shared
+            .write_batch(vec![WriteOp::Put(b"k".to_vec(), b"1".to_vec())])
+            .unwrap();
+        assert!(shared.freeze().take().is_err());
+        // The live state misses those writes: every later call says so.
+        let err = shared.get(b"k").unwrap_err().to_string();
+        assert!(err.contains("not applied"), "{err}");
+        assert!(shared
+            .write_batch(vec![WriteOp::Delete(b"k".to_vec())])
+            .is_err());
     }
 }
