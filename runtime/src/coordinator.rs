@@ -89,10 +89,12 @@ impl Coordinator {
     fn start_epoch(&mut self, now_ms: u64, make: fn(EpochMarker) -> SourceCommand) -> Option<u64> {
         let epoch = self.tracker.try_start(now_ms)?;
         self.stats().started += 1;
-        self.broadcast(make(EpochMarker {
-            epoch,
-            kind: MarkerKind::Checkpoint,
-        }));
+        let kind = if self.trigger.is_micro_batch() {
+            MarkerKind::BatchEnd
+        } else {
+            MarkerKind::Checkpoint
+        };
+        self.broadcast(make(EpochMarker { epoch, kind }));
         Some(epoch)
     }
 

@@ -225,13 +225,6 @@ impl<T: Clone> Router<T> {
         Ok(())
     }
 
-    /// Whether any buffer holds records.
-    pub fn has_buffered(&self) -> bool {
-        self.groups
-            .iter()
-            .any(|g| g.edges.iter().any(|e| !e.buf.is_empty()))
-    }
-
     /// Flushes, then sends `msg` (a watermark, marker or end) on every edge.
     pub async fn broadcast(&mut self, msg: Message<T>) -> Result<(), Disconnected> {
         self.flush().await?;

@@ -219,13 +219,6 @@ impl Query {
         self.await_termination().await
     }
 
-    /// Sends a command to every source instance (used by the coordinator).
-    pub fn send_to_sources(&self, cmd: SourceCommand) {
-        for c in &self.controls {
-            let _ = c.send(cmd);
-        }
-    }
-
     /// Checkpoint counters, when the query checkpoints.
     pub fn checkpoint_stats(&self) -> Option<CheckpointStats> {
         self.checkpoint_stats
