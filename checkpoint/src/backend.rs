@@ -142,11 +142,12 @@ impl StateBackend for MemoryBackend {
 /// applied), then [`freeze`](SharedBackend::freeze)s the backend and hands
 /// the [`Frozen`] snapshot point to a blocking thread, where
 /// [`Frozen::take`] applies the queued batches and runs the snapshot's
-/// synchronous part. Until then later writes wait; reads do not (the
-/// entries of the queued batches are still in the tables' caches, which
-/// evict only after a flush, and a flush waits). The task forwards its marker
-/// and goes on processing at once: a table writes to its backend only at the
-/// next marker or when its cache spills, so in practice nothing waits.
+/// synchronous part. Until then later writes wait, and until the queued
+/// batches are applied reads wait too (a table may have evicted those
+/// entries, and the backend must not answer with older values). The task
+/// forwards its marker and goes on processing at once: a table writes to
+/// its backend only at the next marker or when its cache spills, and reads
+/// it only on a cache miss, so with state that fits the cache nothing waits.
 #[derive(Clone)]
 pub struct SharedBackend {
     inner: Arc<Mutex<Box<dyn StateBackend>>>,
@@ -160,6 +161,10 @@ struct Gate {
     /// Writes are queued (between `defer_writes` and `freeze`).
     deferring: bool,
     queued: Vec<WriteOp>,
+    /// Writes frozen with the snapshot point are not applied yet: reads wait
+    /// (a table may have evicted those entries, so the backend must not
+    /// answer with older values).
+    unapplied: bool,
     /// Queued writes could not be applied: the live state is incomplete, so
     /// every later call fails (the task fails and the query recovers from
     /// its last checkpoint).
@@ -184,10 +189,12 @@ impl Frozen {
         let queued = std::mem::take(&mut self.queued);
         let mut inner = self.backend.lock();
         if !queued.is_empty() {
-            if let Err(e) = inner.write_batch(queued) {
-                self.backend.fail(&e);
-                return Err(e);
+            let result = inner.write_batch(queued);
+            if let Err(e) = &result {
+                self.backend.fail(e);
             }
+            self.backend.applied();
+            result?;
         }
         inner.snapshot()
         // `self` drops after the guard and thaws the backend.
@@ -206,7 +213,10 @@ impl Drop for Frozen {
             }
         }
         let (gate, cv) = &*self.backend.gate;
-        gate.lock().unwrap_or_else(|p| p.into_inner()).frozen = false;
+        let mut g = gate.lock().unwrap_or_else(|p| p.into_inner());
+        g.frozen = false;
+        g.unapplied = false;
+        drop(g);
         cv.notify_all();
     }
 }
@@ -224,6 +234,25 @@ impl SharedBackend {
         tracing::error!(%e, "applying queued state writes failed; the state backend is unusable");
         let (gate, _) = &*self.gate;
         gate.lock().unwrap_or_else(|p| p.into_inner()).failed = Some(e.to_string());
+    }
+
+    /// The writes frozen with the snapshot point are applied (or failed):
+    /// reads may go on.
+    fn applied(&self) {
+        let (gate, cv) = &*self.gate;
+        gate.lock().unwrap_or_else(|p| p.into_inner()).unapplied = false;
+        cv.notify_all();
+    }
+
+    /// Waits until no frozen write is unapplied, then fails if queued writes
+    /// were lost.
+    fn readable(&self) -> Result<()> {
+        let (gate, cv) = &*self.gate;
+        let mut g = gate.lock().unwrap_or_else(|p| p.into_inner());
+        while g.unapplied {
+            g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        self.check(&g)
     }
 
     /// Fails when queued writes were lost.
@@ -257,6 +286,7 @@ impl SharedBackend {
         let mut g = self.thawed_gate();
         g.frozen = true;
         g.deferring = false;
+        g.unapplied = !g.queued.is_empty();
         Frozen {
             backend: self.clone(),
             queued: std::mem::take(&mut g.queued),
@@ -272,10 +302,7 @@ impl SharedBackend {
 
 impl StateBackend for SharedBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        {
-            let (gate, _) = &*self.gate;
-            self.check(&gate.lock().unwrap_or_else(|p| p.into_inner()))?;
-        }
+        self.readable()?;
         self.lock().get(key)
     }
 
@@ -291,6 +318,7 @@ impl StateBackend for SharedBackend {
     }
 
     fn scan_prefix(&self, prefix: &[u8], visit: &mut ScanVisitor<'_>) -> Result<()> {
+        self.readable()?;
         self.lock().scan_prefix(prefix, visit)
     }
 
@@ -353,7 +381,7 @@ mod frozen_tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     #[test]
-    fn writes_wait_for_a_frozen_snapshot_reads_do_not() {
+    fn writes_and_reads_wait_for_a_frozen_snapshot() {
         let mut shared = SharedBackend::new(Box::new(MemoryBackend::new()));
         shared
             .write_batch(vec![WriteOp::Put(b"k".to_vec(), b"0".to_vec())])
@@ -380,10 +408,14 @@ mod frozen_tests {
                 wrote.store(true, Ordering::SeqCst);
             })
         };
-        // Reads go on while frozen.
-        assert!(shared.get(b"k").unwrap().is_some());
+        // A read while frozen waits for the queued write: never the old value.
+        let reader = {
+            let shared = shared.clone();
+            std::thread::spawn(move || shared.get(b"k").unwrap())
+        };
         let job = frozen.take().unwrap();
         writer.join().unwrap();
+        assert_ne!(reader.join().unwrap(), Some(b"0".to_vec()));
         assert!(wrote.load(Ordering::SeqCst));
         assert_eq!(shared.get(b"k").unwrap(), Some(b"2".to_vec()));
         // The snapshot holds the contents as of the freeze.

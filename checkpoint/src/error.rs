@@ -27,6 +27,11 @@ pub enum Error {
         /// The version this build writes and reads.
         supported: u8,
     },
+    /// A table was asked to write (flush, scan) while the flush begun at a
+    /// marker is not finished: the write would put post-marker values into
+    /// the marker's snapshot. Finish it with `flush_step` first.
+    #[error("a state table flush begun at a marker is still in progress")]
+    FlushInProgress,
     /// The storage engine reported an error.
     #[error("state backend error: {0}")]
     Backend(String),

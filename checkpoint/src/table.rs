@@ -3,15 +3,33 @@
 //!
 //! # Invariants
 //! - A cached entry is either *clean* (equal to what the backend holds) or
-//!   *dirty* (changed since the last [`KeyedTable::flush`]).
+//!   *dirty* (changed since it was last written). Dirty entries carry the
+//!   generation (epoch of the table) they were changed in.
 //! - [`KeyedTable::flush`] writes every dirty entry to the backend as one
 //!   atomic batch; after it the backend alone holds the table's full contents.
-//!   The runtime calls it at every epoch marker, just before the backend is
-//!   snapshotted.
 //! - When the cache holds more than its capacity, dirty entries are written
 //!   early and clean entries are evicted, so state larger than memory works.
 //!   Writing early is safe: every record that changed them precedes the next
 //!   marker, so they belong to the next snapshot anyway.
+//!
+//! # Flushing at a marker without a stall
+//! At an epoch marker the runtime must capture the table as of that marker,
+//! but encoding every dirty entry there stalls the task for
+//! O(dirty entries) (48 ms for 95 k entries, measured: the random cache
+//! lookups dominate). So the flush is split:
+//! - [`KeyedTable::begin_flush`] is O(1): it closes the generation (the
+//!   dirty keys become *pending*) and opens the next one.
+//! - [`KeyedTable::flush_step`] encodes up to `budget` pending entries; the
+//!   runtime calls it between input batches. The last step writes the
+//!   pending batch to the backend.
+//! - Records keep updating the table meanwhile. Before a pending entry is
+//!   changed its marker-time value is encoded into the pending batch (copy
+//!   on write), and the entry joins the new generation.
+//! - While a flush is pending nothing else is written to the backend (the
+//!   cache evicts only clean entries and may exceed its capacity by what the
+//!   pending flush holds back); [`KeyedTable::flush`] and the scans refuse
+//!   with [`Error::FlushInProgress`](crate::Error::FlushInProgress), since a
+//!   write then would mix post-marker values into the marker's snapshot.
 //!
 //! Keys are stored as `table prefix ++ bincode(key)`; values as versioned
 //! [`codec`] frames.
@@ -23,16 +41,43 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::backend::{StateBackend, WriteOp};
 use crate::codec;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::snapshot::SnapshotJob;
 
 /// Default number of cached entries per table.
 pub const DEFAULT_CACHE_CAPACITY: usize = 1 << 20;
 
+/// The generation of clean entries.
+const CLEAN: u64 = 0;
+/// Flag on `dirty_gen`: the entry's value of that generation is encoded in a
+/// flush's batch, which may not be written yet.
+const ENCODED: u64 = 1 << 63;
+
 struct Entry<V> {
     /// `None`: known to be absent (a pending delete when dirty).
     value: Option<V>,
-    dirty: bool,
+    /// [`CLEAN`]; the generation the entry was changed in; or that
+    /// generation with [`ENCODED`] once a flush encoded it.
+    dirty_gen: u64,
+}
+
+impl<V> Entry<V> {
+    /// Whether the backend holds this entry's value, so it may be evicted.
+    fn is_written(&self, written_gen: u64) -> bool {
+        self.dirty_gen == CLEAN
+            || (self.dirty_gen & ENCODED != 0 && self.dirty_gen & !ENCODED <= written_gen)
+    }
+}
+
+/// A flush begun at a marker and not yet written.
+struct Pending<K> {
+    /// The keys dirty at the marker (generation `gen - 1`).
+    keys: Vec<K>,
+    /// Keys before this index are encoded (or were re-dirtied and encoded
+    /// on write).
+    pos: usize,
+    /// The batch being built: the marker-time values.
+    ops: Vec<WriteOp>,
 }
 
 /// A typed key -> value table of one operator instance.
@@ -41,8 +86,31 @@ pub struct KeyedTable<K, V> {
     prefix: Vec<u8>,
     cache: HashMap<K, Entry<V>>,
     capacity: usize,
-    /// Keys of the dirty entries, so a flush touches only those.
+    /// The current generation (starts at 1; [`CLEAN`] is 0).
+    gen: u64,
+    /// Keys of the entries dirty in the current generation, so a flush
+    /// touches only those.
     dirty_keys: Vec<K>,
+    pending: Option<Pending<K>>,
+    /// The newest generation whose flush is written to the backend.
+    written_gen: u64,
+    /// While a flush is pending and the cache cannot shrink, the size up to
+    /// which it may grow before the next eviction pass.
+    overshoot_until: usize,
+}
+
+fn encode_op<K: Serialize, V: Serialize>(
+    prefix: &[u8],
+    key: &K,
+    value: Option<&V>,
+) -> Result<WriteOp> {
+    let mut bk = Vec::with_capacity(prefix.len() + 16);
+    bk.extend_from_slice(prefix);
+    codec::encode_into(key, &mut bk)?;
+    Ok(match value {
+        Some(v) => WriteOp::Put(bk, codec::encode(v)?),
+        None => WriteOp::Delete(bk),
+    })
 }
 
 impl<K, V> KeyedTable<K, V>
@@ -59,7 +127,11 @@ where
             prefix,
             cache: HashMap::new(),
             capacity: DEFAULT_CACHE_CAPACITY,
+            gen: 1,
             dirty_keys: Vec::new(),
+            pending: None,
+            written_gen: 0,
+            overshoot_until: 0,
         }
     }
 
@@ -89,13 +161,36 @@ where
             key.clone(),
             Entry {
                 value,
-                dirty: false,
+                dirty_gen: CLEAN,
             },
         );
         Ok(())
     }
 
-    /// The value under `key`, if any.
+    /// Marks the cached entry of `key` dirty in the current generation; a
+    /// pending entry first gives its marker-time value to the pending batch.
+    /// Returns the entry.
+    fn dirty_entry(&mut self, key: &K) -> Result<&mut Entry<V>> {
+        let gen = self.gen;
+        let entry = self.cache.get_mut(key).expect("entry loaded by the caller");
+        if entry.dirty_gen != gen {
+            if entry.dirty_gen != CLEAN && entry.dirty_gen & ENCODED == 0 {
+                // Dirty at the marker and not yet encoded: copy on write.
+                let pending = self
+                    .pending
+                    .as_mut()
+                    .expect("an entry of an older generation belongs to a pending flush");
+                pending
+                    .ops
+                    .push(encode_op(&self.prefix, key, entry.value.as_ref())?);
+            }
+            entry.dirty_gen = gen;
+            self.dirty_keys.push(key.clone());
+        }
+        Ok(entry)
+    }
+
+/// The value under `key`, if any.
     pub fn get(&mut self, key: &K) -> Result<Option<&V>> {
         self.load(key)?;
         Ok(self.cache.get(key).and_then(|e| e.value.as_ref()))
@@ -107,26 +202,23 @@ where
         if !self.cache.contains_key(key) {
             self.load(key)?;
         }
-        let entry = self.cache.get_mut(key).expect("entry loaded above");
-        if !entry.dirty {
-            entry.dirty = true;
-            self.dirty_keys.push(key.clone());
-        }
+        let entry = self.dirty_entry(key)?;
         Ok(f(&mut entry.value))
     }
 
     /// Sets the value under `key`.
     pub fn put(&mut self, key: K, value: V) -> Result<()> {
-        self.make_room()?;
-        let entry = self.cache.entry(key.clone()).or_insert(Entry {
-            value: None,
-            dirty: false,
-        });
-        if !entry.dirty {
-            entry.dirty = true;
-            self.dirty_keys.push(key);
+        if !self.cache.contains_key(&key) {
+            self.make_room()?;
+            self.cache.insert(
+                key.clone(),
+                Entry {
+                    value: None,
+                    dirty_gen: CLEAN,
+                },
+            );
         }
-        entry.value = Some(value);
+        self.dirty_entry(&key)?.value = Some(value);
         Ok(())
     }
 
@@ -135,44 +227,114 @@ where
         self.update(key, |v| *v = None)
     }
 
-    /// Number of dirty (unflushed) entries.
+    /// Number of entries changed since the last marker.
     pub fn dirty_len(&self) -> usize {
         self.dirty_keys.len()
     }
 
+    /// Whether a flush begun by [`begin_flush`](Self::begin_flush) is not
+    /// yet written.
+    pub fn is_flushing(&self) -> bool {
+        self.pending.is_some()
+    }
+
     /// Writes every dirty entry to the backend as one batch and marks it clean.
+    ///
+    /// # Errors
+    /// [`Error::FlushInProgress`] while a flush begun at a marker is not
+    /// finished; backend and codec errors.
     pub fn flush(&mut self) -> Result<()> {
-        if self.dirty_keys.is_empty() {
-            return Ok(());
+        if self.pending.is_some() {
+            return Err(Error::FlushInProgress);
         }
-        let mut ops = Vec::with_capacity(self.dirty_keys.len());
-        for k in &self.dirty_keys {
-            // Dirty entries are never evicted (eviction flushes first).
-            let Some(e) = self.cache.get(k) else { continue };
-            let mut bk = self.prefix.clone();
-            codec::encode_into(k, &mut bk)?;
-            ops.push(match &e.value {
-                Some(v) => WriteOp::Put(bk, codec::encode(v)?),
-                None => WriteOp::Delete(bk),
-            });
-        }
-        self.backend.write_batch(ops)?;
-        for k in std::mem::take(&mut self.dirty_keys) {
-            if let Some(e) = self.cache.get_mut(&k) {
-                e.dirty = false;
-            }
-        }
+        self.begin_flush()?;
+        self.flush_step(usize::MAX)?;
         Ok(())
     }
 
+    /// Closes the current generation at a marker, in O(1): its dirty
+    /// entries are to be written by [`flush_step`](Self::flush_step) with
+    /// their values as of now, while later changes go to the next
+    /// generation. A flush still pending is finished first.
+    pub fn begin_flush(&mut self) -> Result<()> {
+        if self.pending.is_some() {
+            self.flush_step(usize::MAX)?;
+        }
+        if !self.dirty_keys.is_empty() {
+            let keys = std::mem::take(&mut self.dirty_keys);
+            self.pending = Some(Pending {
+                ops: Vec::with_capacity(keys.len()),
+                keys,
+                pos: 0,
+            });
+        }
+        self.gen += 1;
+        Ok(())
+    }
+
+    /// Encodes up to `budget` entries of the pending flush; once all are
+    /// encoded, writes them to the backend as one batch. Returns whether no
+    /// flush is pending any more.
+    pub fn flush_step(&mut self, budget: usize) -> Result<bool> {
+        let Some(pending) = self.pending.as_mut() else {
+            return Ok(true);
+        };
+        let closed = self.gen - 1;
+        let end = pending.keys.len().min(pending.pos.saturating_add(budget));
+        for k in &pending.keys[pending.pos..end] {
+            // Dirty entries are never evicted. An entry of the current
+            // generation was encoded when it was changed.
+            if let Some(e) = self.cache.get_mut(k) {
+                if e.dirty_gen == closed {
+                    pending
+                        .ops
+                        .push(encode_op(&self.prefix, k, e.value.as_ref())?);
+                    // Not clean yet: the backend gets it with the batch.
+                    e.dirty_gen = closed | ENCODED;
+                }
+            }
+        }
+        pending.pos = end;
+        if end < pending.keys.len() {
+            return Ok(false);
+        }
+        let ops = std::mem::take(&mut pending.ops);
+        self.pending = None;
+        if !ops.is_empty() {
+            self.backend.write_batch(ops)?;
+        }
+        self.written_gen = closed;
+        Ok(true)
+    }
+
     /// Keeps the cache within capacity: spills dirty entries, then evicts
-    /// clean ones down to three quarters of the capacity.
+    /// clean ones down to three quarters of the capacity. While a flush is
+    /// pending nothing may be written, so only clean entries are evicted.
     fn make_room(&mut self) -> Result<()> {
         if self.cache.len() < self.capacity {
             return Ok(());
         }
-        self.flush()?;
         let keep = self.capacity * 3 / 4;
+        if self.pending.is_some() {
+            if self.cache.len() < self.overshoot_until {
+                return Ok(());
+            }
+            let mut excess = self.cache.len().saturating_sub(keep);
+            let written = self.written_gen;
+            self.cache.retain(|_, e| {
+                if excess > 0 && e.is_written(written) {
+                    excess -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+            // Entries held back by the flush: grow a quarter before the next
+            // pass instead of scanning the cache at every insert.
+            self.overshoot_until = self.cache.len() + self.capacity / 4 + 1;
+            return Ok(());
+        }
+        self.flush()?;
         let mut excess = self.cache.len().saturating_sub(keep);
         self.cache.retain(|_, _| {
             if excess > 0 {
@@ -284,5 +446,132 @@ mod tests {
         })
         .unwrap();
         assert_eq!(n, 999);
+    }
+}
+
+#[cfg(test)]
+mod flush_tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::backend::{MemoryBackend, SharedBackend};
+
+    /// Everything the backend holds, decoded.
+    fn backend_contents(b: &SharedBackend) -> BTreeMap<u64, u64> {
+        let mut out = BTreeMap::new();
+        b.scan_prefix(b"t\0", &mut |k, v| {
+            out.insert(codec::decode_body(&k[2..])?, codec::decode(v)?);
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    fn table(shared: &SharedBackend, capacity: usize) -> KeyedTable<u64, u64> {
+        KeyedTable::new(Box::new(shared.clone()), "t").with_cache_capacity(capacity)
+    }
+
+    #[test]
+    fn a_pending_flush_writes_the_values_as_of_its_marker() {
+        let shared = SharedBackend::new(Box::new(MemoryBackend::new()));
+        let mut t = table(&shared, 1024);
+        for k in 0..10u64 {
+            t.put(k, k).unwrap();
+        }
+        t.begin_flush().unwrap();
+        assert!(t.is_flushing());
+        assert_eq!(t.dirty_len(), 0, "the dirty keys moved to the flush");
+        // Changed before and after their turn in the flush.
+        t.update(&2, |v| *v = Some(100)).unwrap();
+        assert!(!t.flush_step(5).unwrap());
+        t.update(&8, |v| *v = None).unwrap();
+        t.put(50, 50).unwrap();
+        assert!(backend_contents(&shared).is_empty(), "nothing written yet");
+        assert!(matches!(t.flush(), Err(Error::FlushInProgress)));
+        assert!(t.flush_step(5).unwrap());
+        let at_marker: BTreeMap<u64, u64> = (0..10).map(|k| (k, k)).collect();
+        assert_eq!(backend_contents(&shared), at_marker);
+        // The table reads the live values; the next flush writes them.
+        assert_eq!(t.get(&2).unwrap(), Some(&100));
+        assert_eq!(t.get(&8).unwrap(), None);
+        assert_eq!(t.dirty_len(), 3);
+        t.flush().unwrap();
+        let mut now = at_marker;
+        now.insert(2, 100);
+        now.remove(&8);
+        now.insert(50, 50);
+        assert_eq!(backend_contents(&shared), now);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Add(u64, u64),
+        Remove(u64),
+        Marker,
+        Step(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..40u64, 1..5u64).prop_map(|(k, d)| Op::Add(k, d)),
+            1 => (0..40u64).prop_map(Op::Remove),
+            1 => Just(Op::Marker),
+            2 => (1..8usize).prop_map(Op::Step),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the interleaving of updates, markers and flush steps,
+        /// and however small the cache: each completed flush leaves the
+        /// backend holding exactly the table as of its marker, and reads
+        /// always see the live values.
+        #[test]
+        fn completed_flushes_hold_the_marker_state(
+            ops in proptest::collection::vec(op(), 1..300),
+            capacity in 2..64usize,
+        ) {
+            let shared = SharedBackend::new(Box::new(MemoryBackend::new()));
+            let mut t = table(&shared, capacity);
+            let mut live: BTreeMap<u64, u64> = BTreeMap::new();
+            let mut at_marker: Option<BTreeMap<u64, u64>> = None;
+            for op in ops {
+                match op {
+                    Op::Add(k, d) => {
+                        t.update(&k, |v| *v = Some(v.unwrap_or(0) + d)).unwrap();
+                        *live.entry(k).or_default() += d;
+                    }
+                    Op::Remove(k) => {
+                        t.remove(&k).unwrap();
+                        live.remove(&k);
+                    }
+                    Op::Marker => {
+                        if let Some(expected) = at_marker.take() {
+                            // begin_flush finishes the previous flush first.
+                            t.flush_step(usize::MAX).unwrap();
+                            prop_assert_eq!(&backend_contents(&shared), &expected);
+                        }
+                        t.begin_flush().unwrap();
+                        if t.is_flushing() {
+                            at_marker = Some(live.clone());
+                        } else {
+                            // Nothing was dirty: the backend already holds it.
+                            prop_assert_eq!(&backend_contents(&shared), &live);
+                        }
+                    }
+                    Op::Step(budget) => {
+                        if t.flush_step(budget).unwrap() {
+                            if let Some(expected) = at_marker.take() {
+                                prop_assert_eq!(&backend_contents(&shared), &expected);
+                            }
+                        }
+                    }
+                }
+            }
+            for (k, v) in &live {
+                prop_assert_eq!(t.get(k).unwrap(), Some(v));
+            }
+        }
     }
 }

@@ -103,8 +103,12 @@ where
     }
 
     fn on_marker(&mut self, _epoch: u64) -> Result<(), OperatorError> {
-        self.table.as_mut().ok_or_else(not_open)?.flush()?;
+        self.table.as_mut().ok_or_else(not_open)?.begin_flush()?;
         Ok(())
+    }
+
+    fn flush_step(&mut self, budget: usize) -> Result<bool, OperatorError> {
+        Ok(self.table.as_mut().ok_or_else(not_open)?.flush_step(budget)?)
     }
 }
 

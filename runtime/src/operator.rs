@@ -129,10 +129,25 @@ pub trait Operator<I, O>: Send + 'static {
         Ok(())
     }
 
-    /// Epoch `epoch` ends here: bring state up to date in the backend (flush
-    /// caches). Runs between two records; keep it short.
+    /// Epoch `epoch` ends here: capture the state as of now for the
+    /// backend. Runs between two records and must be O(1): begin the flush
+    /// of state tables ([`KeyedTable::begin_flush`]) and do the encoding in
+    /// [`flush_step`](Self::flush_step).
+    ///
+    /// [`KeyedTable::begin_flush`]: eddy_checkpoint::KeyedTable::begin_flush
     fn on_marker(&mut self, _epoch: u64) -> Result<(), OperatorError> {
         Ok(())
+    }
+
+    /// Goes on with the flush begun by [`on_marker`](Self::on_marker):
+    /// encode about `budget` entries, and write the batch when all are.
+    /// Returns `true` when the flush is written.
+    ///
+    /// The runtime calls it between input batches until it returns `true`,
+    /// and before the next watermark, marker or end of input; the marker's
+    /// snapshot is taken then. Records are processed meanwhile.
+    fn flush_step(&mut self, _budget: usize) -> Result<bool, OperatorError> {
+        Ok(true)
     }
 
     /// Every input ended; emit what is still due.
