@@ -54,6 +54,9 @@ pub struct CheckpointBenchResult {
     pub throughput_ratio: f64,
     /// Latency at `rate` with the state checkpointed every second.
     pub latency: Option<LatencySummary>,
+    /// Latency of the same pipeline and state, taking no checkpoint while
+    /// measured (run just before).
+    pub latency_without_checkpoints: Option<LatencySummary>,
     /// The rate held during the latency run.
     pub achieved_rate: f64,
     /// Every checkpoint completed during the latency run.
@@ -78,17 +81,22 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn config(dir: Option<&Path>) -> PipelineConfig {
+fn config(dir: Option<&Path>, interval: Duration) -> PipelineConfig {
     PipelineConfig {
         checkpoint: dir
             .map(|d| CheckpointConfig::new(d.join("checkpoints")).with_rocksdb(d.join("rocksdb"))),
-        trigger: Trigger::continuous(Duration::from_secs(1)),
+        trigger: Trigger::continuous(interval),
         ..Default::default()
     }
 }
 
+/// The checkpoint interval of the baseline latency run: longer than the run,
+/// so the same pipeline on the same RocksDB state takes no checkpoint while
+/// measured.
+const NO_CHECKPOINT: Duration = Duration::from_secs(24 * 3600);
+
 async fn throughput(dir: Option<&Path>, seconds: u64) -> anyhow::Result<f64> {
-    let p = Pipeline::with_config(config(dir));
+    let p = Pipeline::with_config(config(dir, Duration::from_secs(1)));
     p.source(
         "gen",
         GeneratorSource::new(GeneratorConfig {
@@ -106,8 +114,8 @@ async fn throughput(dir: Option<&Path>, seconds: u64) -> anyhow::Result<f64> {
     Ok(q.progress().processed_rows_per_second)
 }
 
-fn latency_pipeline(dir: &Path, b: &CheckpointBench) -> Pipeline {
-    let p = Pipeline::with_config(config(Some(dir)));
+fn latency_pipeline(dir: &Path, b: &CheckpointBench, interval: Duration) -> Pipeline {
+    let p = Pipeline::with_config(config(Some(dir), interval));
     let preload = p.source(
         "preload",
         GeneratorSource::new(GeneratorConfig {
@@ -132,21 +140,26 @@ fn latency_pipeline(dir: &Path, b: &CheckpointBench) -> Pipeline {
     p
 }
 
-/// Runs the benchmark in scratch directories under `scratch`.
-pub async fn run(b: &CheckpointBench, scratch: &Path) -> anyhow::Result<CheckpointBenchResult> {
-    let mut without = Vec::new();
-    let mut with = Vec::new();
-    for i in 0..b.repeats {
-        eprint!("\r[throughput {}/{}]   ", i + 1, b.repeats);
-        without.push(throughput(None, b.seconds).await?);
-        let dir = scratch.join(format!("throughput-{i}"));
-        with.push(throughput(Some(&dir), b.seconds).await?);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+/// What one latency run measured.
+struct LatencyWindow {
+    latency: Option<LatencySummary>,
+    achieved_rate: f64,
+    checkpoints: Vec<CheckpointSample>,
+    failed: u64,
+    max_alignment_us: f64,
+}
 
-    eprint!("\r[latency: preloading {} keys]   ", b.keys);
-    let dir = scratch.join("latency");
-    let mut q = latency_pipeline(&dir, b).start()?;
+/// Preloads the state, then measures latency for `b.seconds` with
+/// checkpoints every `interval`; stops the query (a final checkpoint) and
+/// leaves its directory.
+async fn latency_run(
+    dir: &Path,
+    b: &CheckpointBench,
+    interval: Duration,
+    what: &str,
+) -> anyhow::Result<LatencyWindow> {
+    eprint!("\r[latency {what}: preloading {} keys]   ", b.keys);
+    let mut q = latency_pipeline(dir, b, interval).start()?;
     let preload_done = |q: &Query| {
         q.progress()
             .instances
@@ -156,12 +169,27 @@ pub async fn run(b: &CheckpointBench, scratch: &Path) -> anyhow::Result<Checkpoi
     while !preload_done(&q) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Let the queues drain and one checkpoint of the full state complete.
-    let settled = q.checkpoint_stats().unwrap_or_default().completed + 2;
-    while q.checkpoint_stats().unwrap_or_default().completed < settled {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // With checkpoints, let two complete after the preload (the first
+    // writes the whole state).
+    if interval < NO_CHECKPOINT {
+        let settled = q.checkpoint_stats().unwrap_or_default().completed + 2;
+        while q.checkpoint_stats().unwrap_or_default().completed < settled {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
-    eprint!("\r[latency: measuring {} s]          ", b.seconds);
+    // The paced source fell behind while the preload ran: wait until it has
+    // caught up (a whole second without a record older than 100 ms), so the
+    // window measures the steady state, not the catch-up.
+    let settle_from = Instant::now();
+    loop {
+        q.metrics().reset_latency();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let max_ms = q.metrics().merged_latency().max() / 1_000_000;
+        if max_ms < 100 || settle_from.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+    }
+    eprint!("\r[latency {what}: measuring {} s]          ", b.seconds);
     q.metrics().reset_latency();
     let _ = q.progress();
     let failed_before = q.checkpoint_stats().unwrap_or_default().failed;
@@ -184,13 +212,39 @@ pub async fn run(b: &CheckpointBench, scratch: &Path) -> anyhow::Result<Checkpoi
     let progress = q.progress();
     let latency = LatencySummary::from_histogram(&q.metrics().merged_latency());
     let failed = q.checkpoint_stats().unwrap_or_default().failed - failed_before;
-    eprint!("\r[recovery: final checkpoint]        ");
+    eprint!("\r[latency {what}: final checkpoint]        ");
     q.stop().await?;
-    drop(q);
+    Ok(LatencyWindow {
+        latency,
+        achieved_rate: progress.input_rows_per_second,
+        checkpoints: samples,
+        failed,
+        max_alignment_us: progress.max_alignment_us,
+    })
+}
+
+/// Runs the benchmark in scratch directories under `scratch`.
+pub async fn run(b: &CheckpointBench, scratch: &Path) -> anyhow::Result<CheckpointBenchResult> {
+    let mut without = Vec::new();
+    let mut with = Vec::new();
+    for i in 0..b.repeats {
+        eprint!("\r[throughput {}/{}]   ", i + 1, b.repeats);
+        without.push(throughput(None, b.seconds).await?);
+        let dir = scratch.join(format!("throughput-{i}"));
+        with.push(throughput(Some(&dir), b.seconds).await?);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    let baseline_dir = scratch.join("latency-baseline");
+    let baseline = latency_run(&baseline_dir, b, NO_CHECKPOINT, "without checkpoints").await?;
+    let _ = std::fs::remove_dir_all(&baseline_dir);
+    let dir = scratch.join("latency");
+    let checkpointed =
+        latency_run(&dir, b, Duration::from_secs(1), "checkpoints every 1 s").await?;
 
     eprint!("\r[recovery: restoring]               ");
     let t = Instant::now();
-    let q = latency_pipeline(&dir, b).start()?;
+    let q = latency_pipeline(&dir, b, Duration::from_secs(1)).start()?;
     let recovery_ms = t.elapsed().as_secs_f64() * 1000.0;
     let restored_epoch = q.checkpoint_stats().and_then(|s| s.restored_epoch);
     drop(q);
@@ -200,11 +254,12 @@ pub async fn run(b: &CheckpointBench, scratch: &Path) -> anyhow::Result<Checkpoi
         throughput_ratio: median(&with) / median(&without).max(1.0),
         throughput_without: without,
         throughput_with: with,
-        latency,
-        achieved_rate: progress.input_rows_per_second,
-        checkpoints: samples,
-        failed_checkpoints: failed,
-        max_alignment_us: progress.max_alignment_us,
+        latency: checkpointed.latency,
+        latency_without_checkpoints: baseline.latency,
+        achieved_rate: checkpointed.achieved_rate,
+        checkpoints: checkpointed.checkpoints,
+        failed_checkpoints: checkpointed.failed,
+        max_alignment_us: checkpointed.max_alignment_us,
         recovery_ms,
         restored_epoch,
     })

@@ -310,7 +310,12 @@ impl StateBackend for SharedBackend {
         let mut g = self.thawed_gate();
         self.check(&g)?;
         if g.deferring {
-            g.queued.extend(ops);
+            // Moved, not copied: a marker's batch can be 100 k entries.
+            if g.queued.is_empty() {
+                g.queued = ops;
+            } else {
+                g.queued.extend(ops);
+            }
             return Ok(());
         }
         drop(g);

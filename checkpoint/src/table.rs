@@ -190,7 +190,7 @@ where
         Ok(entry)
     }
 
-/// The value under `key`, if any.
+    /// The value under `key`, if any.
     pub fn get(&mut self, key: &K) -> Result<Option<&V>> {
         self.load(key)?;
         Ok(self.cache.get(key).and_then(|e| e.value.as_ref()))

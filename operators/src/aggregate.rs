@@ -108,7 +108,11 @@ where
     }
 
     fn flush_step(&mut self, budget: usize) -> Result<bool, OperatorError> {
-        Ok(self.table.as_mut().ok_or_else(not_open)?.flush_step(budget)?)
+        Ok(self
+            .table
+            .as_mut()
+            .ok_or_else(not_open)?
+            .flush_step(budget)?)
     }
 }
 
