@@ -142,12 +142,14 @@ impl StateBackend for MemoryBackend {
 /// applied), then [`freeze`](SharedBackend::freeze)s the backend and hands
 /// the [`Frozen`] snapshot point to a blocking thread, where
 /// [`Frozen::take`] applies the queued batches and runs the snapshot's
-/// synchronous part. Until then later writes wait, and until the queued
-/// batches are applied reads wait too (a table may have evicted those
-/// entries, and the backend must not answer with older values). The task
-/// forwards its marker and goes on processing at once: a table writes to
-/// its backend only at the next marker or when its cache spills, and reads
-/// it only on a cache miss, so with state that fits the cache nothing waits.
+/// synchronous part. Neither call waits, so the task never stalls at a
+/// marker; snapshot points frozen while an earlier one is still being taken
+/// are taken after it, in order, on their own threads. Until a point is
+/// taken, direct writes (cache spills) wait; until its queued batches are
+/// applied, reads wait too (a table may have evicted those entries, and the
+/// backend must not answer with older values). A table writes to its
+/// backend directly only when its cache spills, and reads it only on a
+/// cache miss, so with state that fits the cache nothing waits.
 #[derive(Clone)]
 pub struct SharedBackend {
     inner: Arc<Mutex<Box<dyn StateBackend>>>,
@@ -156,66 +158,104 @@ pub struct SharedBackend {
 
 #[derive(Default)]
 struct Gate {
-    /// A snapshot point was taken and not yet snapshotted: writes wait.
-    frozen: bool,
+    /// Snapshot points frozen and not yet taken or dropped: direct writes
+    /// wait until there is none.
+    frozen: u64,
+    /// Sequence number of the next snapshot point.
+    next_seq: u64,
+    /// Sequence number of the snapshot point whose turn it is: points are
+    /// applied and snapshotted in the order they were frozen.
+    turn: u64,
     /// Writes are queued (between `defer_writes` and `freeze`).
     deferring: bool,
     queued: Vec<WriteOp>,
-    /// Writes frozen with the snapshot point are not applied yet: reads wait
-    /// (a table may have evicted those entries, so the backend must not
-    /// answer with older values).
-    unapplied: bool,
+    /// Snapshot points whose queued writes are not applied yet: reads wait
+    /// while there is one (a table may have evicted those entries, so the
+    /// backend must not answer with older values).
+    unapplied: u64,
     /// Queued writes could not be applied: the live state is incomplete, so
     /// every later call fails (the task fails and the query recovers from
     /// its last checkpoint).
     failed: Option<String>,
 }
 
-/// A snapshot point of a [`SharedBackend`]: writes wait until it is taken
-/// (or dropped).
+/// A snapshot point of a [`SharedBackend`]: direct writes wait until it is
+/// taken (or dropped).
 #[must_use = "writes to the backend wait until the frozen snapshot is taken or dropped"]
 pub struct Frozen {
     backend: SharedBackend,
+    seq: u64,
     queued: Vec<WriteOp>,
+    /// Its queued writes are not applied (counted in `Gate::unapplied`).
+    unapplied: bool,
+    /// It waited for its turn.
+    has_turn: bool,
 }
 
 impl Frozen {
-    /// Applies the queued write batches, runs the synchronous part of the
-    /// snapshot, then lets writes through again.
+    /// Waits until every earlier snapshot point is taken or dropped.
+    fn wait_turn(&mut self) {
+        if !self.has_turn {
+            let (gate, cv) = &*self.backend.gate;
+            let mut g = gate.lock().unwrap_or_else(|p| p.into_inner());
+            while g.turn != self.seq {
+                g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
+            }
+            self.has_turn = true;
+        }
+    }
+
+    /// Applies the queued writes (once), failing the backend if they could
+    /// not be applied.
+    fn apply(&mut self, inner: &mut dyn StateBackend) -> Result<()> {
+        let queued = std::mem::take(&mut self.queued);
+        let result = if queued.is_empty() {
+            Ok(())
+        } else {
+            inner.write_batch(queued)
+        };
+        if let Err(e) = &result {
+            self.backend.fail(e);
+        }
+        if self.unapplied {
+            self.unapplied = false;
+            let (gate, cv) = &*self.backend.gate;
+            gate.lock().unwrap_or_else(|p| p.into_inner()).unapplied -= 1;
+            cv.notify_all();
+        }
+        result
+    }
+
+    /// Waits for earlier snapshot points, applies the queued write batches,
+    /// runs the synchronous part of the snapshot, then lets direct writes
+    /// through again.
     ///
     /// # Errors
     /// As [`StateBackend::write_batch`] and [`StateBackend::snapshot`].
     pub fn take(mut self) -> Result<Box<dyn SnapshotJob>> {
-        let queued = std::mem::take(&mut self.queued);
-        let mut inner = self.backend.lock();
-        if !queued.is_empty() {
-            let result = inner.write_batch(queued);
-            if let Err(e) = &result {
-                self.backend.fail(e);
-            }
-            self.backend.applied();
-            result?;
-        }
+        self.wait_turn();
+        let backend = self.backend.clone();
+        let mut inner = backend.lock();
+        self.apply(inner.as_mut())?;
         inner.snapshot()
-        // `self` drops after the guard and thaws the backend.
+        // `self` drops after the guard and passes the turn on.
     }
 }
 
 impl Drop for Frozen {
     fn drop(&mut self) {
         // Not taken (or failed before applying): the queued writes must still
-        // reach the backend, or the live state would lose them.
-        let queued = std::mem::take(&mut self.queued);
-        if !queued.is_empty() {
-            let result = self.backend.lock().write_batch(queued);
-            if let Err(e) = result {
-                self.backend.fail(&e);
-            }
+        // reach the backend, in order, or the live state would lose them.
+        if !self.queued.is_empty() || self.unapplied {
+            self.wait_turn();
+            let backend = self.backend.clone();
+            let _ = self.apply(backend.lock().as_mut());
         }
+        self.wait_turn();
         let (gate, cv) = &*self.backend.gate;
         let mut g = gate.lock().unwrap_or_else(|p| p.into_inner());
-        g.frozen = false;
-        g.unapplied = false;
+        g.frozen -= 1;
+        g.turn += 1;
         drop(g);
         cv.notify_all();
     }
@@ -236,20 +276,12 @@ impl SharedBackend {
         gate.lock().unwrap_or_else(|p| p.into_inner()).failed = Some(e.to_string());
     }
 
-    /// The writes frozen with the snapshot point are applied (or failed):
-    /// reads may go on.
-    fn applied(&self) {
-        let (gate, cv) = &*self.gate;
-        gate.lock().unwrap_or_else(|p| p.into_inner()).unapplied = false;
-        cv.notify_all();
-    }
-
     /// Waits until no frozen write is unapplied, then fails if queued writes
     /// were lost.
     fn readable(&self) -> Result<()> {
         let (gate, cv) = &*self.gate;
         let mut g = gate.lock().unwrap_or_else(|p| p.into_inner());
-        while g.unapplied {
+        while g.unapplied > 0 {
             g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
         }
         self.check(&g)
@@ -265,31 +297,35 @@ impl SharedBackend {
         }
     }
 
-    fn thawed_gate(&self) -> MutexGuard<'_, Gate> {
-        let (gate, cv) = &*self.gate;
-        let mut g = gate.lock().unwrap_or_else(|p| p.into_inner());
-        while g.frozen {
-            g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
-        }
-        g
-    }
-
     /// Queues later write batches instead of applying them, until
-    /// [`freeze`](Self::freeze).
+    /// [`freeze`](Self::freeze). Never waits.
     pub fn defer_writes(&self) {
-        self.thawed_gate().deferring = true;
+        let (gate, _) = &*self.gate;
+        gate.lock().unwrap_or_else(|p| p.into_inner()).deferring = true;
     }
 
     /// Marks the current contents, plus the queued writes, as the snapshot's
-    /// (see the type docs).
+    /// (see the type docs). Never waits: a snapshot point frozen while an
+    /// earlier one is still being taken waits for it in
+    /// [`Frozen::take`], on the snapshot's thread.
     pub fn freeze(&self) -> Frozen {
-        let mut g = self.thawed_gate();
-        g.frozen = true;
+        let (gate, _) = &*self.gate;
+        let mut g = gate.lock().unwrap_or_else(|p| p.into_inner());
+        g.frozen += 1;
         g.deferring = false;
-        g.unapplied = !g.queued.is_empty();
+        let seq = g.next_seq;
+        g.next_seq += 1;
+        let queued = std::mem::take(&mut g.queued);
+        let unapplied = !queued.is_empty();
+        if unapplied {
+            g.unapplied += 1;
+        }
         Frozen {
             backend: self.clone(),
-            queued: std::mem::take(&mut g.queued),
+            seq,
+            queued,
+            unapplied,
+            has_turn: false,
         }
     }
 
@@ -307,7 +343,8 @@ impl StateBackend for SharedBackend {
     }
 
     fn write_batch(&mut self, ops: Vec<WriteOp>) -> Result<()> {
-        let mut g = self.thawed_gate();
+        let (gate, cv) = &*self.gate;
+        let mut g = gate.lock().unwrap_or_else(|p| p.into_inner());
         self.check(&g)?;
         if g.deferring {
             // Moved, not copied: a marker's batch can be 100 k entries.
@@ -318,6 +355,11 @@ impl StateBackend for SharedBackend {
             }
             return Ok(());
         }
+        // A direct write (a cache spill) lands after every frozen point.
+        while g.frozen > 0 {
+            g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        self.check(&g)?;
         drop(g);
         self.lock().write_batch(ops)
     }
@@ -433,6 +475,70 @@ mod frozen_tests {
             .open(&task, Some(&handle), Some(&store))
             .unwrap();
         assert_eq!(restored.get(b"k").unwrap(), Some(b"1".to_vec()));
+    }
+}
+
+#[cfg(test)]
+mod overlap_tests {
+    use super::*;
+    use crate::BackendFactory;
+
+    fn restore(job: Box<dyn SnapshotJob>, epoch: u64) -> Option<Vec<u8>> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::CheckpointStore::open(dir.path()).unwrap();
+        let task = crate::TaskId::new("t", 0);
+        let handle = job.persist(&store, &task, epoch).unwrap();
+        let restored = crate::MemoryBackendFactory
+            .open(&task, Some(&handle), Some(&store))
+            .unwrap();
+        restored.get(b"k").unwrap()
+    }
+
+    #[test]
+    fn snapshot_points_frozen_back_to_back_are_taken_in_order() {
+        let mut shared = SharedBackend::new(Box::new(MemoryBackend::new()));
+        shared.defer_writes();
+        shared
+            .write_batch(vec![WriteOp::Put(b"k".to_vec(), b"1".to_vec())])
+            .unwrap();
+        let first = shared.freeze();
+        // The next marker comes before the first point is taken: no wait.
+        shared.defer_writes();
+        shared
+            .write_batch(vec![WriteOp::Put(b"k".to_vec(), b"2".to_vec())])
+            .unwrap();
+        let second = shared.freeze();
+        // The second is taken first on another thread: it waits its turn.
+        let later = std::thread::spawn(move || second.take().unwrap());
+        let job1 = first.take().unwrap();
+        let job2 = later.join().unwrap();
+        assert_eq!(restore(job1, 1), Some(b"1".to_vec()));
+        assert_eq!(restore(job2, 2), Some(b"2".to_vec()));
+        assert_eq!(shared.get(b"k").unwrap(), Some(b"2".to_vec()));
+        // Both taken: direct writes go through again.
+        shared
+            .write_batch(vec![WriteOp::Put(b"k".to_vec(), b"3".to_vec())])
+            .unwrap();
+        assert_eq!(shared.get(b"k").unwrap(), Some(b"3".to_vec()));
+    }
+
+    #[test]
+    fn a_dropped_point_still_applies_its_writes_in_order() {
+        let mut shared = SharedBackend::new(Box::new(MemoryBackend::new()));
+        shared.defer_writes();
+        shared
+            .write_batch(vec![WriteOp::Put(b"k".to_vec(), b"1".to_vec())])
+            .unwrap();
+        let first = shared.freeze();
+        shared.defer_writes();
+        shared
+            .write_batch(vec![WriteOp::Put(b"k".to_vec(), b"2".to_vec())])
+            .unwrap();
+        let second = shared.freeze();
+        let later = std::thread::spawn(move || drop(second));
+        drop(first);
+        later.join().unwrap();
+        assert_eq!(shared.get(b"k").unwrap(), Some(b"2".to_vec()));
     }
 }
 

@@ -80,11 +80,16 @@ struct Pending<K> {
     ops: Vec<WriteOp>,
 }
 
+/// The cache's hasher: foldhash, seeded per process. Every record does a
+/// lookup, and SipHash (std's default) was a fifth of a keyed count's CPU;
+/// the cache is never persisted, so the hash needs no stability.
+type CacheHasher = foldhash::fast::RandomState;
+
 /// A typed key -> value table of one operator instance.
 pub struct KeyedTable<K, V> {
     backend: Box<dyn StateBackend>,
     prefix: Vec<u8>,
-    cache: HashMap<K, Entry<V>>,
+    cache: HashMap<K, Entry<V>, CacheHasher>,
     capacity: usize,
     /// The current generation (starts at 1; [`CLEAN`] is 0).
     gen: u64,
@@ -125,7 +130,7 @@ where
         Self {
             backend,
             prefix,
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             capacity: DEFAULT_CACHE_CAPACITY,
             gen: 1,
             dirty_keys: Vec::new(),
