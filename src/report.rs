@@ -1,5 +1,6 @@
 //! Reports of latency measurements: a markdown table and an SVG percentile
-//! plot of [`LatencyResult`]s.
+//! plot of [`LatencyResult`]s, and a markdown table of throughput
+//! [`Ceiling`]s with each micro-batch mode's ratio to continuous.
 //!
 //! Results are grouped by workload (in order of first appearance), then by
 //! target rate (ascending), one row or series per mode (in input order).
@@ -31,7 +32,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use plotters::prelude::*;
 
-use crate::bench::LatencyResult;
+use crate::bench::{compare_ceilings, Ceiling, LatencyResult, CEILING_RATIO_TARGET};
 
 /// The percentiles plotted, left to right.
 const PERCENTILES: [&str; 4] = ["p50", "p99", "p99.9", "max"];
@@ -172,6 +173,100 @@ pub fn markdown_table(results: &[LatencyResult]) -> String {
                     if r.sustained { "yes" } else { "no" },
                 );
             }
+        }
+    }
+    out
+}
+
+/// A ratio as `1.41x`.
+fn format_ratio(r: f64) -> String {
+    if r.is_finite() {
+        format!("{r:.2}x")
+    } else {
+        "–".to_string()
+    }
+}
+
+/// A `### Throughput ceilings` section with a table per workload (in order
+/// of first appearance): each mode's ceiling (highest rate sustained), the
+/// lowest rate above it not sustained, and for every mode but continuous
+/// the ratio of the continuous ceiling to this one, the range of ratios the
+/// two brackets allow, and whether it is within 1.5x (`yes`, `no`, or
+/// `open` when a mode held the top of the grid and that leaves it open).
+///
+/// ```
+/// use eddy::bench::Ceiling;
+/// use eddy::report::ceiling_tables;
+///
+/// let c = |mode: &str, ceiling: u64, first_unsustained: Option<u64>| Ceiling {
+///     workload: "w2-keyed-count".into(),
+///     mode: mode.into(),
+///     ceiling,
+///     first_unsustained,
+/// };
+/// let md = ceiling_tables(&[
+///     c("continuous", 19_000_000, Some(22_600_000)),
+///     c("microbatch-10ms", 13_500_000, Some(16_000_000)),
+/// ]);
+/// assert!(md.contains("| microbatch-10ms | 13.5M/s | 16M/s | 1.41x | 1.19x–1.67x | yes |"), "{md}");
+/// ```
+pub fn ceiling_tables(ceilings: &[Ceiling]) -> String {
+    let mut out = String::from("### Throughput ceilings\n\n");
+    if ceilings.is_empty() {
+        out.push_str("*no ceiling results*\n");
+        return out;
+    }
+    out.push_str(
+        "Ceiling: the highest rate sustained (output at 95% of the input rate or more); \
+         the true ceiling lies below the first rate not sustained. \
+         Ratio: the continuous ceiling over this mode's; range: the ratios the two brackets allow.\n",
+    );
+    let comparisons = compare_ceilings(ceilings);
+    let mut workloads: Vec<&str> = Vec::new();
+    for c in ceilings {
+        if !workloads.contains(&c.workload.as_str()) {
+            workloads.push(&c.workload);
+        }
+    }
+    for w in workloads {
+        let _ = writeln!(out, "\n#### {}\n", cell(w));
+        let _ = writeln!(
+            out,
+            "| mode | ceiling | first not sustained | continuous / mode | range | within {CEILING_RATIO_TARGET}x |"
+        );
+        out.push_str("| --- | ---: | ---: | ---: | :---: | :---: |\n");
+        for c in ceilings.iter().filter(|c| c.workload == w) {
+            let first = c
+                .first_unsustained
+                .map_or("none (top of grid)".to_string(), |r| format_rate(r as f64));
+            let cmp = comparisons
+                .iter()
+                .find(|k| k.workload == c.workload && k.mode == c.mode);
+            let (ratio, range, within) = match cmp {
+                None => ("–".to_string(), "–".to_string(), "–"),
+                Some(k) => (
+                    k.ratio.map_or("–".to_string(), format_ratio),
+                    match (k.ratio_min > 0.0, k.ratio_max) {
+                        (true, Some(max)) => {
+                            format!("{}–{}", format_ratio(k.ratio_min), format_ratio(max))
+                        }
+                        (true, None) => format!("≥ {}", format_ratio(k.ratio_min)),
+                        (false, Some(max)) => format!("≤ {}", format_ratio(max)),
+                        (false, None) => "–".to_string(),
+                    },
+                    match k.within_target {
+                        Some(true) => "yes",
+                        Some(false) => "no",
+                        None => "open",
+                    },
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {first} | {ratio} | {range} | {within} |",
+                cell(&c.mode),
+                format_rate(c.ceiling as f64),
+            );
         }
     }
     out
@@ -395,6 +490,63 @@ mod tests {
         assert_eq!(
             rates.map(format_rate),
             ["0/s", "500/s", "1k/s", "1.5k/s", "99.8k/s", "250k/s", "1.5M/s", "12M/s"]
+        );
+    }
+
+    fn ceiling(workload: &str, mode: &str, ceiling: u64, hi: Option<u64>) -> Ceiling {
+        Ceiling {
+            workload: workload.to_string(),
+            mode: mode.to_string(),
+            ceiling,
+            first_unsustained: hi,
+        }
+    }
+
+    #[test]
+    fn ceiling_tables_per_workload() {
+        let cs = [
+            ceiling("w1-passthrough", "continuous", 32_000_000, None),
+            ceiling(
+                "w1-passthrough",
+                "microbatch-10ms",
+                16_000_000,
+                Some(19_000_000),
+            ),
+            ceiling("w1-passthrough", "microbatch-100ms", 32_000_000, None),
+            ceiling(
+                "w1-passthrough",
+                "microbatch-1000ms",
+                26_900_000,
+                Some(32_000_000),
+            ),
+            ceiling("w2-keyed-count", "continuous", 19_000_000, Some(22_600_000)),
+            ceiling("w2-keyed-count", "microbatch-10ms", 0, Some(2_000_000)),
+        ];
+        let expected = "\
+### Throughput ceilings
+
+Ceiling: the highest rate sustained (output at 95% of the input rate or more); the true ceiling lies below the first rate not sustained. Ratio: the continuous ceiling over this mode's; range: the ratios the two brackets allow.
+
+#### w1-passthrough
+
+| mode | ceiling | first not sustained | continuous / mode | range | within 1.5x |
+| --- | ---: | ---: | ---: | :---: | :---: |
+| continuous | 32M/s | none (top of grid) | – | – | – |
+| microbatch-10ms | 16M/s | 19M/s | 2.00x | ≥ 1.68x | no |
+| microbatch-100ms | 32M/s | none (top of grid) | 1.00x | – | open |
+| microbatch-1000ms | 26.9M/s | 32M/s | 1.19x | ≥ 1.00x | open |
+
+#### w2-keyed-count
+
+| mode | ceiling | first not sustained | continuous / mode | range | within 1.5x |
+| --- | ---: | ---: | ---: | :---: | :---: |
+| continuous | 19M/s | 22.6M/s | – | – | – |
+| microbatch-10ms | 0/s | 2M/s | – | ≥ 9.50x | no |
+";
+        assert_eq!(ceiling_tables(&cs), expected);
+        assert_eq!(
+            ceiling_tables(&[]),
+            "### Throughput ceilings\n\n*no ceiling results*\n"
         );
     }
 
