@@ -123,15 +123,23 @@ struct LatencyArgs {
     /// Parallelism of every operator.
     #[arg(long, default_value_t = 1)]
     parallelism: usize,
-    /// Rates tried, in order, to find each mode's ceiling: the highest rate it
-    /// sustains (output at 95% of the input rate or more); the search stops
-    /// at the first rate not sustained.
+    /// Rates tried, in ascending order, to find each mode's ceiling: the
+    /// highest rate it sustains (output at 95% of the input rate or more);
+    /// the walk stops at the first rate not sustained, then bisects (see
+    /// --ceiling-bisect-steps).
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "2000000,4000000,8000000,16000000,32000000"
     )]
     ceiling_rates: Vec<u64>,
+    /// Geometric bisection steps between the last ceiling rate sustained and
+    /// the first not sustained (each one more 2 s cell; 2 steps narrow a
+    /// factor-2 bracket to about 1.19x). If the first ceiling rate is not
+    /// sustained, the lower end is the highest of --rates below it that the
+    /// mode sustained (none: the ceiling is 0, no bisection).
+    #[arg(long, default_value_t = eddy::bench::DEFAULT_BISECT_STEPS)]
+    ceiling_bisect_steps: u32,
     /// Skip the ceiling search.
     #[arg(long)]
     no_ceiling: bool,
@@ -146,7 +154,11 @@ struct LatencyArgs {
     /// Write the results as a JSON array here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
-    /// Write a markdown table here.
+    /// Write the ceilings and each mode's ratio to continuous as a JSON
+    /// object here.
+    #[arg(long)]
+    ceilings_json: Option<std::path::PathBuf>,
+    /// Write a markdown table here (with the ceiling tables, if searched).
     #[arg(long)]
     markdown: Option<std::path::PathBuf>,
     /// Write an SVG plot of latency percentiles per mode here.
@@ -313,8 +325,12 @@ async fn run_latency_cell(run: LatencyRun) -> anyhow::Result<eddy::bench::Latenc
     Ok(r)
 }
 
+/// Measured seconds of a ceiling-search cell.
+const CEILING_CELL_SECONDS: u64 = 2;
+
 async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
-    use eddy::bench::{parse_mode, Input};
+    use eddy::bench::{parse_mode, Ceiling, CeilingSearch, Input};
+    let started = std::time::Instant::now();
     let workloads = args
         .workloads
         .iter()
@@ -371,44 +387,73 @@ async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
         results.push(run_cell(workload, trigger, rate, args.seconds).await?);
     }
     let mut ceilings = Vec::new();
-    if !args.no_ceiling && matches!(input, Input::Generator) {
+    let searched = !args.no_ceiling && matches!(input, Input::Generator);
+    if searched {
+        let first_grid = args.ceiling_rates.iter().copied().min().unwrap_or(0);
         for &w in &workloads {
             for m in &modes {
-                let mut best = 0;
-                for &r in &args.ceiling_rates {
+                // The highest fixed rate below the grid this mode sustained:
+                // the bracket's lower end if the grid's first rate is not.
+                let floor = results
+                    .iter()
+                    .filter(|r| r.workload == w.name() && r.mode == m.name() && r.sustained)
+                    .map(|r| r.rate)
+                    .filter(|&r| r > 0 && r < first_grid)
+                    .max()
+                    .unwrap_or(0);
+                let mut search =
+                    CeilingSearch::new(&args.ceiling_rates, floor, args.ceiling_bisect_steps);
+                while let Some(r) = search.next_rate() {
                     eprint!("\r[ceiling] {} {} {} ...          ", w.name(), m.name(), r);
-                    let res = run_cell(w, m.clone(), Some(r), 2).await?;
-                    let ok = res.sustained;
+                    let res = run_cell(w, m.clone(), Some(r), CEILING_CELL_SECONDS).await?;
+                    search.record(r, res.sustained);
                     results.push(res);
-                    if !ok {
-                        break;
-                    }
-                    best = r;
                 }
-                ceilings.push((w.name(), m.name(), best));
+                let (ceiling, first_unsustained) = search.bracket();
+                ceilings.push(Ceiling {
+                    workload: w.name().to_string(),
+                    mode: m.name(),
+                    ceiling,
+                    first_unsustained,
+                });
             }
         }
         println!(
-            "\nceiling (highest rate sustained, of {:?}):",
-            args.ceiling_rates
+            "\nceiling search: {:?}, then {} bisection step(s)\n\n{}",
+            args.ceiling_rates,
+            args.ceiling_bisect_steps,
+            eddy::report::ceiling_tables(&ceilings)
         );
-        for (w, m, best) in &ceilings {
-            println!(
-                "  {w:<16} {m:<18} {}",
-                eddy::report::format_rate(*best as f64)
-            );
-        }
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if let Some(path) = &args.markdown {
-        std::fs::write(path, eddy::report::markdown_table(&results))
+    if let Some(path) = &args.ceilings_json {
+        let report = serde_json::json!({
+            "grid": args.ceiling_rates,
+            "bisect_steps": args.ceiling_bisect_steps,
+            "cell_seconds": CEILING_CELL_SECONDS,
+            "warmup_seconds": args.warmup,
+            "ratio_target": eddy::bench::CEILING_RATIO_TARGET,
+            "searched": searched,
+            "ceilings": ceilings,
+            "comparisons": eddy::bench::compare_ceilings(&ceilings),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.markdown {
+        let mut md = eddy::report::markdown_table(&results);
+        if searched {
+            md.push('\n');
+            md.push_str(&eddy::report::ceiling_tables(&ceilings));
+        }
+        std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.svg {
         eddy::report::write_svg(&results, path)?;
     }
+    println!("harness time: {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }
