@@ -2,9 +2,11 @@
 //! micro-batches are scheduled as documented (on tokio's paused clock).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use eddy::prelude::*;
+use eddy::runtime::BatchProgress;
 use proptest::prelude::*;
 
 fn triggers() -> Vec<Trigger> {
@@ -175,4 +177,225 @@ async fn processing_time_finishes_when_bounded_sources_run_dry() {
             "batch due off a tick: {b:?}"
         );
     }
+}
+
+/// A source whose records arrive at fixed times after it opens (on tokio's
+/// clock), each record's value being its arrival time in milliseconds. At a
+/// tick it fixes the batch end at the records arrived by then.
+#[derive(Clone)]
+struct ArrivalsSource {
+    arrivals_ms: Vec<u64>,
+    opened: Option<tokio::time::Instant>,
+    next: usize,
+    end: usize,
+}
+
+impl ArrivalsSource {
+    fn new(arrivals_ms: &[u64]) -> Self {
+        assert!(arrivals_ms.is_sorted());
+        Self {
+            arrivals_ms: arrivals_ms.to_vec(),
+            opened: None,
+            next: 0,
+            end: 0,
+        }
+    }
+}
+
+impl Source<u64> for ArrivalsSource {
+    fn open(&mut self, _ctx: &eddy::runtime::SourceContext) -> Result<(), OperatorError> {
+        self.opened = Some(tokio::time::Instant::now());
+        Ok(())
+    }
+
+    fn fix_batch_end(&mut self) -> bool {
+        let elapsed = self.opened.expect("opened").elapsed();
+        self.end = self
+            .arrivals_ms
+            .iter()
+            .take_while(|&&at| Duration::from_millis(at) <= elapsed)
+            .count();
+        self.end > self.next
+    }
+
+    fn poll_next(
+        &mut self,
+        out: &mut Vec<Record<u64>>,
+        max: usize,
+    ) -> Result<eddy::runtime::SourcePoll, OperatorError> {
+        use eddy::runtime::SourcePoll;
+        if self.next == self.arrivals_ms.len() {
+            return Ok(SourcePoll::Finished);
+        }
+        let n = (self.end - self.next).min(max);
+        out.extend(
+            self.arrivals_ms[self.next..self.next + n]
+                .iter()
+                .map(|&at| Record::new(at)),
+        );
+        self.next += n;
+        Ok(if n > 0 {
+            SourcePoll::Ready
+        } else {
+            SourcePoll::Pending
+        })
+    }
+}
+
+/// Passes records through; the state flush that begins at the marker of
+/// epoch `slow_epoch` takes `cost` on tokio's clock: [`Operator::flush_step`]
+/// says "not yet" until then (the runtime steps it between input batches
+/// until it is done, and the batch waits for this task's ack). CPU work
+/// takes no time on a paused clock, so whoever runs the test moves the
+/// clock on while the flush is in progress; `begun` tells them when it
+/// began. (No user hook in the micro-batch path awaits: `Source::wait` is
+/// only called in continuous mode. A flush that is not done is the one
+/// way user code can hold a batch open.)
+#[derive(Clone)]
+struct SlowFlush {
+    slow_epoch: u64,
+    cost: Duration,
+    begun: Arc<tokio::sync::Notify>,
+    flushing_since: Option<tokio::time::Instant>,
+}
+
+impl Operator<u64, u64> for SlowFlush {
+    fn process(
+        &mut self,
+        record: Record<u64>,
+        out: &mut Collector<'_, u64>,
+    ) -> Result<(), OperatorError> {
+        out.emit(record.value);
+        Ok(())
+    }
+
+    fn on_marker(&mut self, epoch: u64) -> Result<(), OperatorError> {
+        if epoch == self.slow_epoch {
+            self.flushing_since = Some(tokio::time::Instant::now());
+            self.begun.notify_one();
+        }
+        Ok(())
+    }
+
+    fn flush_step(&mut self, _budget: usize) -> Result<bool, OperatorError> {
+        match self.flushing_since {
+            Some(since) if since.elapsed() < self.cost => Ok(false),
+            _ => {
+                self.flushing_since = None;
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// Asserts two durations in milliseconds (from `BatchProgress`) are equal.
+#[track_caller]
+fn assert_ms(got: f64, want: u64, what: &str, b: &BatchProgress) {
+    assert!(
+        (got - want as f64).abs() < 1e-6,
+        "{what}: {got} ms, expected {want} ms, in {b:?}"
+    );
+}
+
+/// One batch (the first) takes 250 ms with a 100 ms trigger: the next batch
+/// starts the moment it commits, not at the 300 ms tick, and the ticks go
+/// on every 100 ms from there. Ticks that find no new data run no batch.
+#[tokio::test(start_paused = true)]
+async fn an_overrunning_batch_is_followed_at_once_by_the_next() {
+    const INTERVAL: u64 = 100;
+    const COST: u64 = 250;
+    // Arrival times (ms after start): three at once; two during the
+    // overrunning first batch; one before the tick at 350; nothing until
+    // 720, so the ticks at 450, 550 and 650 find nothing new.
+    let arrivals = [0, 0, 0, 120, 200, 300, 720, 720];
+    let begun = Arc::new(tokio::sync::Notify::new());
+    let out = CollectSink::new();
+    let p = Pipeline::with_config(PipelineConfig {
+        trigger: Trigger::ProcessingTime(Duration::from_millis(INTERVAL)),
+        ..Default::default()
+    });
+    p.source("arrivals", ArrivalsSource::new(&arrivals))
+        .transform(
+            "slow-flush",
+            SlowFlush {
+                slow_epoch: 1,
+                cost: Duration::from_millis(COST),
+                begun: begun.clone(),
+                flushing_since: None,
+            },
+        )
+        .sink("out", out.clone());
+    let start = tokio::time::Instant::now();
+    let mut q = p.start().unwrap();
+
+    // The first batch's flush began (at the first tick, t = 0); the runtime
+    // is busy stepping it, so the clock stands still until moved on.
+    tokio::time::timeout(Duration::from_secs(10), begun.notified())
+        .await
+        .expect("the first batch reaches the slow operator");
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    tokio::time::advance(Duration::from_millis(COST)).await;
+
+    tokio::time::timeout(Duration::from_secs(60), q.await_termination())
+        .await
+        .expect("the query finishes by itself")
+        .unwrap();
+    let stats = q.progress().checkpoint.expect("micro-batch stats");
+    let batches = &stats.recent_batches;
+    let summary: Vec<(u64, f64, u64)> = batches
+        .iter()
+        .map(|b| (b.batch_id, b.trigger_at_ms, b.input_rows))
+        .collect();
+    assert!(
+        batches.len() >= 2,
+        "batches (id, due at, rows): {summary:?}"
+    );
+
+    // Batch 1, due at the first tick, overran it: 250 ms > 100 ms.
+    let b1 = &batches[0];
+    assert_eq!((b1.batch_id, b1.input_rows), (1, 3), "{b1:?}");
+    assert_ms(b1.trigger_at_ms, 0, "batch 1 due at", b1);
+    assert_ms(b1.scheduling_delay_ms, 0, "batch 1 scheduling delay", b1);
+    assert_ms(b1.processing_time_ms, COST, "batch 1 processing time", b1);
+    assert_ms(b1.total_delay_ms, COST, "batch 1 total delay", b1);
+
+    // Batch 2 is due, and starts, the moment batch 1 committed (250 ms):
+    // not at the next tick boundary (300 ms), and not late for the missed
+    // ticks at 100 and 200 ms. It takes what arrived meanwhile.
+    let b2 = &batches[1];
+    assert_ms(
+        b2.trigger_at_ms,
+        COST,
+        "batch 2 (after the overrun) due at",
+        b2,
+    );
+    assert_ms(b2.scheduling_delay_ms, 0, "batch 2 scheduling delay", b2);
+    assert_eq!((b2.batch_id, b2.input_rows), (2, 2), "{b2:?}");
+    assert_ms(b2.processing_time_ms, 0, "batch 2 processing time", b2);
+
+    assert_eq!(batches.len(), 4, "batches (id, due at, rows): {summary:?}");
+
+    // Batches that do not overrun: the next one is due a whole interval
+    // after the previous one was, and starts on its tick.
+    let b3 = &batches[2];
+    assert_eq!((b3.batch_id, b3.input_rows), (3, 1), "{b3:?}");
+    assert_ms(b3.trigger_at_ms, COST + INTERVAL, "batch 3 due at", b3);
+    assert_ms(b3.scheduling_delay_ms, 0, "batch 3 scheduling delay", b3);
+
+    // The ticks at 450, 550 and 650 ms found nothing new and ran no batch
+    // (nor used an epoch); the one at 750 ms takes the records of 720 ms.
+    let b4 = &batches[3];
+    assert_eq!((b4.batch_id, b4.input_rows), (4, 2), "{b4:?}");
+    assert_ms(b4.trigger_at_ms, COST + 5 * INTERVAL, "batch 4 due at", b4);
+    assert_ms(b4.scheduling_delay_ms, 0, "batch 4 scheduling delay", b4);
+
+    // Ticks: 0, 250, 350, 450, 550, 650, 750, and 850 ms, where the source
+    // had run dry and the query ended (with an empty final epoch, no batch).
+    assert_eq!(stats.ticks, 8, "{stats:?}");
+    assert_eq!(stats.batches_completed, 4, "{stats:?}");
+    let mut got = out.values();
+    got.sort_unstable();
+    assert_eq!(got, arrivals, "every record once");
+    // The query ended at the last tick, on the clock it was tested on.
+    assert_eq!(start.elapsed(), Duration::from_millis(COST + 6 * INTERVAL));
 }
