@@ -298,16 +298,17 @@ fn assert_ms(got: f64, want: u64, what: &str, b: &BatchProgress) {
 }
 
 /// One batch (the first) takes 250 ms with a 100 ms trigger: the next batch
-/// starts the moment it commits, not at the 300 ms tick, and the ticks go
-/// on every 100 ms from there. Ticks that find no new data run no batch.
+/// starts the moment it commits, not at the 300 ms tick, and the batch after
+/// that is back on the 100 ms grid (as in Spark). Ticks that find no new
+/// data run no batch.
 #[tokio::test(start_paused = true)]
 async fn an_overrunning_batch_is_followed_at_once_by_the_next() {
     const INTERVAL: u64 = 100;
     const COST: u64 = 250;
     // Arrival times (ms after start): three at once; two during the
-    // overrunning first batch; one before the tick at 350; nothing until
-    // 720, so the ticks at 450, 550 and 650 find nothing new.
-    let arrivals = [0, 0, 0, 120, 200, 300, 720, 720];
+    // overrunning first batch; one before the tick at 300; nothing until
+    // 720, so the ticks at 400, 500, 600 and 700 find nothing new.
+    let arrivals = [0, 0, 0, 120, 200, 280, 720, 720];
     let begun = Arc::new(tokio::sync::Notify::new());
     let out = CollectSink::new();
     let p = Pipeline::with_config(PipelineConfig {
@@ -375,27 +376,29 @@ async fn an_overrunning_batch_is_followed_at_once_by_the_next() {
 
     assert_eq!(batches.len(), 4, "batches (id, due at, rows): {summary:?}");
 
-    // Batches that do not overrun: the next one is due a whole interval
-    // after the previous one was, and starts on its tick.
+    // The batch after the one that started off the grid is due at the next
+    // grid tick (300 ms), and starts on it.
     let b3 = &batches[2];
     assert_eq!((b3.batch_id, b3.input_rows), (3, 1), "{b3:?}");
-    assert_ms(b3.trigger_at_ms, COST + INTERVAL, "batch 3 due at", b3);
+    assert_ms(b3.trigger_at_ms, 3 * INTERVAL, "batch 3 due at", b3);
     assert_ms(b3.scheduling_delay_ms, 0, "batch 3 scheduling delay", b3);
 
-    // The ticks at 450, 550 and 650 ms found nothing new and ran no batch
-    // (nor used an epoch); the one at 750 ms takes the records of 720 ms.
+    // The ticks at 400, 500, 600 and 700 ms found nothing new and ran no
+    // batch (nor used an epoch); the one at 800 ms takes the records of
+    // 720 ms.
     let b4 = &batches[3];
     assert_eq!((b4.batch_id, b4.input_rows), (4, 2), "{b4:?}");
-    assert_ms(b4.trigger_at_ms, COST + 5 * INTERVAL, "batch 4 due at", b4);
+    assert_ms(b4.trigger_at_ms, 8 * INTERVAL, "batch 4 due at", b4);
     assert_ms(b4.scheduling_delay_ms, 0, "batch 4 scheduling delay", b4);
 
-    // Ticks: 0, 250, 350, 450, 550, 650, 750, and 850 ms, where the source
-    // had run dry and the query ended (with an empty final epoch, no batch).
-    assert_eq!(stats.ticks, 8, "{stats:?}");
+    // Ticks: 0, 250, 300, 400, 500, 600, 700, 800, and 900 ms, where the
+    // source had run dry and the query ended (with an empty final epoch, no
+    // batch).
+    assert_eq!(stats.ticks, 9, "{stats:?}");
     assert_eq!(stats.batches_completed, 4, "{stats:?}");
     let mut got = out.values();
     got.sort_unstable();
     assert_eq!(got, arrivals, "every record once");
     // The query ended at the last tick, on the clock it was tested on.
-    assert_eq!(start.elapsed(), Duration::from_millis(COST + 6 * INTERVAL));
+    assert_eq!(start.elapsed(), Duration::from_millis(9 * INTERVAL));
 }

@@ -38,13 +38,26 @@ fn unix_ms() -> u64 {
     crate::record::now_ns() / 1_000_000
 }
 
-/// When the batch after one due at `tick` starts: at the next tick, or at
-/// once (`now`) when the batch overran it; missed ticks are skipped, not
-/// caught up. `interval: None` (AvailableNow): at once.
-pub(crate) fn next_tick(tick: Instant, interval: Option<Duration>, now: Instant) -> Instant {
+/// When the batch after one due at `tick` starts: at the next tick of the
+/// grid `origin + k * interval`, or at once (`now`) when the batch overran
+/// it. Missed ticks are skipped, not caught up, and a batch that started off
+/// the grid after an overrun is followed on the grid again, as in Spark's
+/// `ProcessingTimeExecutor`. `interval: None` (AvailableNow): at once.
+pub(crate) fn next_tick(
+    origin: Instant,
+    tick: Instant,
+    interval: Option<Duration>,
+    now: Instant,
+) -> Instant {
     match interval {
-        Some(i) => (tick + i).max(now),
-        None => now,
+        Some(i) if !i.is_zero() => {
+            let since = tick.saturating_duration_since(origin).as_nanos();
+            let step = i.as_nanos();
+            let k = since / step + 1;
+            let next = u64::try_from(k * step).map_or(now, |ns| origin + Duration::from_nanos(ns));
+            next.max(now)
+        }
+        _ => now,
     }
 }
 
@@ -321,7 +334,7 @@ impl Coordinator {
                 }
             }
             // The next tick, or at once when the batch overran it.
-            tick = next_tick(tick, interval, Instant::now());
+            tick = next_tick(origin, tick, interval, Instant::now());
         }
     }
 }
@@ -335,12 +348,17 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         // Finished early: the next tick.
-        assert_eq!(next_tick(t0, Some(ms(100)), t0 + ms(30)), t0 + ms(100));
+        assert_eq!(next_tick(t0, t0, Some(ms(100)), t0 + ms(30)), t0 + ms(100));
         // Finished exactly on the tick.
-        assert_eq!(next_tick(t0, Some(ms(100)), t0 + ms(100)), t0 + ms(100));
+        assert_eq!(next_tick(t0, t0, Some(ms(100)), t0 + ms(100)), t0 + ms(100));
         // Overran: at once, skipping the missed ticks.
-        assert_eq!(next_tick(t0, Some(ms(100)), t0 + ms(250)), t0 + ms(250));
+        assert_eq!(next_tick(t0, t0, Some(ms(100)), t0 + ms(250)), t0 + ms(250));
+        // The batch that started at once, off the grid: back on the grid.
+        assert_eq!(
+            next_tick(t0, t0 + ms(250), Some(ms(100)), t0 + ms(270)),
+            t0 + ms(300)
+        );
         // AvailableNow: back to back.
-        assert_eq!(next_tick(t0, None, t0 + ms(7)), t0 + ms(7));
+        assert_eq!(next_tick(t0, t0, None, t0 + ms(7)), t0 + ms(7));
     }
 }

@@ -13,7 +13,8 @@
 //!   end, then `Marker(e)`, and pauses. The batch is done when every task
 //!   acked `e` and (with a checkpoint directory) the manifest of `e` is
 //!   durable and the sinks committed it. The next batch starts at the next
-//!   tick, or at once if the batch overran its tick.
+//!   tick, or at once if the batch overran its tick; ticks stay on the
+//!   grid `start + k * interval` (missed ones are skipped), as in Spark.
 //! - [`Trigger::AvailableNow`]: micro-batches back to back until every
 //!   source is exhausted, then the query stops by itself.
 //!
