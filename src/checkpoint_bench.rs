@@ -29,6 +29,8 @@ pub struct CheckpointBench {
     pub seconds: u64,
     /// Throughput runs per setting (alternating).
     pub repeats: usize,
+    /// Niceness of the snapshot threads.
+    pub snapshot_niceness: u8,
 }
 
 /// One completed checkpoint seen during the latency run.
@@ -53,6 +55,11 @@ pub struct CheckpointBenchResult {
     pub throughput_with: Vec<f64>,
     /// Median with / median without.
     pub throughput_ratio: f64,
+    /// Checkpoints completed in each measured window of the "with" runs
+    /// (one per second is every checkpoint keeping up).
+    pub throughput_checkpoints_completed: Vec<u64>,
+    /// Checkpoints that failed in those windows.
+    pub throughput_checkpoints_failed: u64,
     /// Latency at `rate` with the state checkpointed every second.
     pub latency: Option<LatencySummary>,
     /// Latency of the same pipeline and state, taking no checkpoint while
@@ -82,10 +89,12 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn config(dir: Option<&Path>, interval: Duration) -> PipelineConfig {
+fn config(dir: Option<&Path>, interval: Duration, niceness: u8) -> PipelineConfig {
     PipelineConfig {
-        checkpoint: dir
-            .map(|d| CheckpointConfig::new(d.join("checkpoints")).with_rocksdb(d.join("rocksdb"))),
+        checkpoint: dir.map(|d| CheckpointConfig {
+            snapshot_niceness: niceness,
+            ..CheckpointConfig::new(d.join("checkpoints")).with_rocksdb(d.join("rocksdb"))
+        }),
         trigger: Trigger::continuous(interval),
         ..Default::default()
     }
@@ -96,8 +105,15 @@ fn config(dir: Option<&Path>, interval: Duration) -> PipelineConfig {
 /// measured.
 const NO_CHECKPOINT: Duration = Duration::from_secs(24 * 3600);
 
-async fn throughput(dir: &Path, interval: Duration, seconds: u64) -> anyhow::Result<f64> {
-    let p = Pipeline::with_config(config(Some(dir), interval));
+/// Records/s over the measured window, and the checkpoints completed and
+/// failed in it.
+async fn throughput(
+    dir: &Path,
+    interval: Duration,
+    b: &CheckpointBench,
+) -> anyhow::Result<(f64, u64, u64)> {
+    let seconds = b.seconds;
+    let p = Pipeline::with_config(config(Some(dir), interval, b.snapshot_niceness));
     p.source(
         "gen",
         GeneratorSource::new(GeneratorConfig {
@@ -111,12 +127,19 @@ async fn throughput(dir: &Path, interval: Duration, seconds: u64) -> anyhow::Res
     let q = p.start()?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let _ = q.progress();
+    let before = q.checkpoint_stats().unwrap_or_default();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    Ok(q.progress().processed_rows_per_second)
+    let rate = q.progress().processed_rows_per_second;
+    let after = q.checkpoint_stats().unwrap_or_default();
+    Ok((
+        rate,
+        after.completed - before.completed,
+        after.failed - before.failed,
+    ))
 }
 
 fn latency_pipeline(dir: &Path, b: &CheckpointBench, interval: Duration) -> Pipeline {
-    let p = Pipeline::with_config(config(Some(dir), interval));
+    let p = Pipeline::with_config(config(Some(dir), interval, b.snapshot_niceness));
     let preload = p.source(
         "preload",
         GeneratorSource::new(GeneratorConfig {
@@ -228,13 +251,18 @@ async fn latency_run(
 pub async fn run(b: &CheckpointBench, scratch: &Path) -> anyhow::Result<CheckpointBenchResult> {
     let mut without = Vec::new();
     let mut with = Vec::new();
+    let mut throughput_checkpoints = Vec::new();
+    let mut throughput_failed = 0;
     for i in 0..b.repeats {
         eprint!("\r[throughput {}/{}]   ", i + 1, b.repeats);
         let dir = scratch.join(format!("throughput-without-{i}"));
-        without.push(throughput(&dir, NO_CHECKPOINT, b.seconds).await?);
+        without.push(throughput(&dir, NO_CHECKPOINT, b).await?.0);
         let _ = std::fs::remove_dir_all(&dir);
         let dir = scratch.join(format!("throughput-{i}"));
-        with.push(throughput(&dir, Duration::from_secs(1), b.seconds).await?);
+        let (rate, completed, failed) = throughput(&dir, Duration::from_secs(1), b).await?;
+        with.push(rate);
+        throughput_checkpoints.push(completed);
+        throughput_failed += failed;
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -256,6 +284,8 @@ pub async fn run(b: &CheckpointBench, scratch: &Path) -> anyhow::Result<Checkpoi
     Ok(CheckpointBenchResult {
         throughput_ratio: median(&with) / median(&without).max(1.0),
         throughput_without: without,
+        throughput_checkpoints_completed: throughput_checkpoints,
+        throughput_checkpoints_failed: throughput_failed,
         throughput_with: with,
         latency: checkpointed.latency,
         latency_without_checkpoints: baseline.latency,

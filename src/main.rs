@@ -90,6 +90,9 @@ enum BenchCommand {
         /// Throughput runs per setting.
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        /// Niceness of the snapshot threads (0: as the process, 19: lowest).
+        #[arg(long, default_value_t = eddy::runtime::checkpointing::DEFAULT_SNAPSHOT_NICENESS)]
+        snapshot_niceness: u8,
         /// Scratch directory (default: the system temp directory).
         #[arg(long)]
         scratch: Option<std::path::PathBuf>,
@@ -236,6 +239,7 @@ fn main() -> anyhow::Result<()> {
                     rate,
                     seconds,
                     repeats,
+                    snapshot_niceness,
                     scratch,
                     json,
                 } => {
@@ -247,6 +251,7 @@ fn main() -> anyhow::Result<()> {
                         rate,
                         seconds,
                         repeats,
+                        snapshot_niceness,
                     };
                     let r = eddy::checkpoint_bench::run(&b, &scratch).await?;
                     let _ = std::fs::remove_dir_all(&scratch);

@@ -46,6 +46,7 @@ use tokio::sync::mpsc;
 use crate::coordinator::Coordinator;
 use crate::error::BuildError;
 use crate::graph::{InstanceBuild, LogicalGraph, LogicalNode, NodeKind};
+use crate::snapshot_pool::SnapshotPool;
 use crate::task::SourceCommand;
 use crate::trigger::{BatchProgress, Trigger};
 
@@ -62,6 +63,9 @@ pub enum StateBackendChoice {
     },
 }
 
+/// Default [`CheckpointConfig::snapshot_niceness`].
+pub const DEFAULT_SNAPSHOT_NICENESS: u8 = 10;
+
 /// Checkpointing settings.
 #[derive(Debug, Clone)]
 pub struct CheckpointConfig {
@@ -75,6 +79,10 @@ pub struct CheckpointConfig {
     pub retain: usize,
     /// Where keyed state lives.
     pub state: StateBackendChoice,
+    /// Niceness of the threads that take and persist snapshots (0: as the
+    /// process, 19: the lowest priority). Snapshot work then yields to the
+    /// operator tasks when cores are short; see `docs/checkpointing.md`.
+    pub snapshot_niceness: u8,
 }
 
 impl CheckpointConfig {
@@ -87,6 +95,7 @@ impl CheckpointConfig {
             timeout: Duration::from_secs(60),
             retain: 3,
             state: StateBackendChoice::Memory,
+            snapshot_niceness: DEFAULT_SNAPSHOT_NICENESS,
         }
     }
 
@@ -167,6 +176,8 @@ pub struct CheckpointLink {
     /// The store snapshots go to (`None`: micro-batches without a
     /// checkpoint directory; epochs commit without a manifest).
     pub store: Option<CheckpointStore>,
+    /// Where snapshots are taken and persisted (with `store`).
+    pub(crate) snapshots: Option<SnapshotPool>,
 }
 
 impl CheckpointLink {
@@ -233,6 +244,7 @@ pub(crate) struct CheckpointSetup {
     events_tx: mpsc::UnboundedSender<TaskEvent>,
     events_rx: mpsc::UnboundedReceiver<TaskEvent>,
     sinks: Vec<mpsc::UnboundedSender<SinkCommand>>,
+    snapshots: Option<SnapshotPool>,
 }
 
 fn store_error(e: impl std::fmt::Display) -> BuildError {
@@ -317,6 +329,24 @@ impl CheckpointSetup {
             .collect();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let config = config.cloned().unwrap_or_else(|| CheckpointConfig::new(""));
+        // One snapshot thread per stateful instance, at most one per core.
+        let stateful: usize = logical
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.kind, NodeKind::Operator) && n.keyed)
+            .map(|n| n.parallelism)
+            .sum();
+        let snapshots = match &store {
+            Some(_) if stateful > 0 => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                Some(
+                    SnapshotPool::new(stateful.min(cores), config.snapshot_niceness).map_err(
+                        |e| BuildError::Checkpoint(format!("starting snapshot threads: {e}")),
+                    )?,
+                )
+            }
+            _ => None,
+        };
         Ok(Self {
             factory: config.backend_factory(),
             config,
@@ -329,6 +359,7 @@ impl CheckpointSetup {
             events_tx,
             events_rx,
             sinks: Vec::new(),
+            snapshots,
         })
     }
 
@@ -377,6 +408,7 @@ impl CheckpointSetup {
             task,
             events: self.events_tx.clone(),
             store: self.store.clone(),
+            snapshots: self.snapshots.clone(),
         });
         Ok(())
     }

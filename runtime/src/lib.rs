@@ -39,6 +39,7 @@ pub mod operator;
 pub mod query;
 pub mod record;
 pub mod sink;
+mod snapshot_pool;
 pub mod source;
 pub mod task;
 pub mod trigger;

@@ -358,7 +358,11 @@ impl<I: Data, O: Data, Op: Operator<I, O>> OperatorTask<I, O, Op> {
         match &self.state {
             Some(state) if link.store.is_some() => {
                 let frozen = state.freeze();
-                tokio::task::spawn_blocking(move || {
+                let pool = link
+                    .snapshots
+                    .clone()
+                    .expect("a snapshot pool with a store");
+                pool.spawn(move || {
                     let store = link.store.as_ref().expect("snapshots only with a store");
                     let result = frozen
                         .take()
