@@ -150,3 +150,41 @@ fn a_refused_connection_fails_the_query_naming_the_address() {
         }
     });
 }
+
+/// Micro-batches read a source that does I/O: the source connects and
+/// waits for bytes between batches, and each batch takes what has arrived.
+#[test]
+fn micro_batches_read_the_tcp_source() {
+    const N: u64 = 5_000;
+    let (addr, server) = serve(1, |_, w| {
+        for seq in 0..N {
+            writeln!(w, "{}", event(seq)).unwrap();
+            if seq % 1_000 == 999 {
+                // Let some batches see part of the stream.
+                w.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    runtime().block_on(async {
+        let out = CollectSink::new();
+        let p = Pipeline::with_config(PipelineConfig {
+            trigger: Trigger::ProcessingTime(Duration::from_millis(10)),
+            ..Default::default()
+        });
+        p.source("tcp", TcpLineSource::new(format!("tcp://{addr}")))
+            .map(|e: TcpEvent| e.seq)
+            .sink("out", out.clone());
+        let mut q = p.start().unwrap();
+        tokio::time::timeout(LIMIT, q.await_termination())
+            .await
+            .expect("the query ends when the stream does")
+            .unwrap();
+        let mut got = out.values();
+        got.sort_unstable();
+        assert_eq!(got, (0..N).collect::<Vec<_>>());
+        let stats = q.progress().checkpoint.expect("micro-batch stats");
+        assert!(stats.batches_completed >= 1, "{stats:?}");
+    });
+    server.join().unwrap();
+}

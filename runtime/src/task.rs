@@ -139,7 +139,9 @@ impl<T: Data, S: Source<T>> SourceTask<T, S> {
     }
 
     /// Micro-batch mode: the source runs only between a `Batch` command and
-    /// the marker that ends it.
+    /// the marker that ends it. Between commands, a source whose last poll
+    /// was `Pending` is awaited ([`Source::wait`]), so sources that do I/O
+    /// (connect, wait for bytes) make progress between batches.
     async fn run_micro_batch(mut self) -> TaskResult {
         let link = self
             .ckpt
@@ -147,21 +149,37 @@ impl<T: Data, S: Source<T>> SourceTask<T, S> {
             .expect("micro-batch queries have a coordinator");
         let mut buf: Vec<Record<T>> = Vec::with_capacity(self.batch_size);
         let mut finished = false;
+        // The last poll said `Pending`: the source needs `wait` to progress.
+        let mut pending = true;
         loop {
-            match self.control.recv().await {
+            let cmd = if pending && !finished {
+                tokio::select! {
+                    biased;
+                    cmd = self.control.recv() => cmd,
+                    () = self.source.wait() => {
+                        pending = false;
+                        continue;
+                    }
+                }
+            } else {
+                self.control.recv().await
+            };
+            match cmd {
                 None => break,
                 Some(SourceCommand::Stop) => finished = true,
                 Some(SourceCommand::Probe) => {
                     if !finished && buf.is_empty() && self.source.fix_batch_end() {
-                        if let SourcePoll::Finished =
-                            self.source.poll_next(&mut buf, self.batch_size)?
-                        {
-                            finished = true;
+                        match self.source.poll_next(&mut buf, self.batch_size)? {
+                            SourcePoll::Finished => finished = true,
+                            SourcePoll::Pending => pending = true,
+                            _ => {}
                         }
                     } else if !finished && buf.is_empty() {
                         // Nothing new; still learn whether the source is done.
-                        if let SourcePoll::Finished = self.source.poll_next(&mut buf, 0)? {
-                            finished = true;
+                        match self.source.poll_next(&mut buf, 0)? {
+                            SourcePoll::Finished => finished = true,
+                            SourcePoll::Pending => pending = true,
+                            _ => {}
                         }
                     }
                     let _ = link.events.send(TaskEvent::Probed {
@@ -178,6 +196,10 @@ impl<T: Data, S: Source<T>> SourceTask<T, S> {
                         match poll {
                             SourcePoll::Ready if !empty => {}
                             SourcePoll::Finished => finished = true,
+                            SourcePoll::Pending => {
+                                pending = true;
+                                break;
+                            }
                             _ => break,
                         }
                     }
