@@ -12,7 +12,7 @@
 //! per batch).
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -181,14 +181,30 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
                 .set_parallelism(p);
         }
     }
-    let query = pipeline.start()?;
+    let tasks_before = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    let mut query = pipeline.start()?;
     tokio::time::sleep(run.warmup).await;
     query.metrics().reset_latency();
     let _ = query.progress();
     tokio::time::sleep(run.duration).await;
     let progress = query.progress();
     let lat = LatencySummary::from_histogram(&query.metrics().merged_latency());
+    // Stop gracefully and wait until every task of the query is gone, so
+    // that nothing of this cell (a spinning source, a final checkpoint, a
+    // closing RocksDB) runs into the next one.
+    let _ = tokio::time::timeout(Duration::from_secs(30), query.stop()).await;
     drop(query);
+    let settle = Instant::now();
+    while tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+        > tasks_before
+        && settle.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let _ = std::fs::remove_dir_all(&scratch);
     let lat = lat.ok_or_else(|| anyhow::anyhow!("no latency measured (no output)"))?;
     let achieved = progress.processed_rows_per_second;
