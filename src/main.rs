@@ -133,7 +133,7 @@ struct LatencyArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "4000000,8000000,16000000,32000000,64000000"
+        default_value = "8000000,16000000,32000000,64000000"
     )]
     ceiling_rates: Vec<u64>,
     /// Geometric bisection steps between the last ceiling rate sustained and
