@@ -494,20 +494,26 @@ mod overlap_tests {
         restored.get(b"k").unwrap()
     }
 
+    /// Two markers' flushes (`k` = 1, then `k` = 2), the second frozen
+    /// before the first point is taken: neither freeze waits.
+    fn two_points() -> (SharedBackend, Frozen, Frozen) {
+        let mut shared = SharedBackend::new(Box::new(MemoryBackend::new()));
+        let mut points = Vec::new();
+        for v in [b"1", b"2"] {
+            shared.defer_writes();
+            shared
+                .write_batch(vec![WriteOp::Put(b"k".to_vec(), v.to_vec())])
+                .unwrap();
+            points.push(shared.freeze());
+        }
+        let second = points.pop().unwrap();
+        let first = points.pop().unwrap();
+        (shared, first, second)
+    }
+
     #[test]
     fn snapshot_points_frozen_back_to_back_are_taken_in_order() {
-        let mut shared = SharedBackend::new(Box::new(MemoryBackend::new()));
-        shared.defer_writes();
-        shared
-            .write_batch(vec![WriteOp::Put(b"k".to_vec(), b"1".to_vec())])
-            .unwrap();
-        let first = shared.freeze();
-        // The next marker comes before the first point is taken: no wait.
-        shared.defer_writes();
-        shared
-            .write_batch(vec![WriteOp::Put(b"k".to_vec(), b"2".to_vec())])
-            .unwrap();
-        let second = shared.freeze();
+        let (mut shared, first, second) = two_points();
         // The second is taken first on another thread: it waits its turn.
         let later = std::thread::spawn(move || second.take().unwrap());
         let job1 = first.take().unwrap();
@@ -524,17 +530,7 @@ mod overlap_tests {
 
     #[test]
     fn a_dropped_point_still_applies_its_writes_in_order() {
-        let mut shared = SharedBackend::new(Box::new(MemoryBackend::new()));
-        shared.defer_writes();
-        shared
-            .write_batch(vec![WriteOp::Put(b"k".to_vec(), b"1".to_vec())])
-            .unwrap();
-        let first = shared.freeze();
-        shared.defer_writes();
-        shared
-            .write_batch(vec![WriteOp::Put(b"k".to_vec(), b"2".to_vec())])
-            .unwrap();
-        let second = shared.freeze();
+        let (shared, first, second) = two_points();
         let later = std::thread::spawn(move || drop(second));
         drop(first);
         later.join().unwrap();
