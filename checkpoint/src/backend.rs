@@ -206,17 +206,27 @@ impl Frozen {
     }
 
     /// Applies the queued writes (once), failing the backend if they could
-    /// not be applied.
+    /// not be applied. Fails without writing when an earlier point's writes
+    /// were lost: the backend then lacks them, so no later snapshot of it
+    /// may be taken (its epoch could complete with that state).
     fn apply(&mut self, inner: &mut dyn StateBackend) -> Result<()> {
         let queued = std::mem::take(&mut self.queued);
-        let result = if queued.is_empty() {
-            Ok(())
-        } else {
-            inner.write_batch(queued)
+        let earlier = {
+            let (gate, _) = &*self.backend.gate;
+            self.backend
+                .check(&gate.lock().unwrap_or_else(|p| p.into_inner()))
         };
-        if let Err(e) = &result {
-            self.backend.fail(e);
-        }
+        let result = match earlier {
+            Err(e) => Err(e),
+            Ok(()) if queued.is_empty() => Ok(()),
+            Ok(()) => {
+                let result = inner.write_batch(queued);
+                if let Err(e) = &result {
+                    self.backend.fail(e);
+                }
+                result
+            }
+        };
         if self.unapplied {
             self.unapplied = false;
             let (gate, cv) = &*self.backend.gate;
@@ -558,6 +568,59 @@ mod failure_tests {
         fn snapshot(&mut self) -> Result<Box<dyn SnapshotJob>> {
             Err(crate::Error::Backend("no snapshot".into()))
         }
+    }
+
+    /// A backend whose first write fails (a transient error) and whose
+    /// later writes succeed.
+    struct FailsOnce {
+        inner: MemoryBackend,
+        failed: bool,
+    }
+
+    impl StateBackend for FailsOnce {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.inner.get(key)
+        }
+        fn write_batch(&mut self, ops: Vec<WriteOp>) -> Result<()> {
+            if !self.failed {
+                self.failed = true;
+                return Err(crate::Error::Backend("transient".into()));
+            }
+            self.inner.write_batch(ops)
+        }
+        fn scan_prefix(&self, prefix: &[u8], visit: &mut ScanVisitor<'_>) -> Result<()> {
+            self.inner.scan_prefix(prefix, visit)
+        }
+        fn snapshot(&mut self) -> Result<Box<dyn SnapshotJob>> {
+            self.inner.snapshot()
+        }
+    }
+
+    /// Two markers' points frozen back to back; the first one's writes are
+    /// lost. The second point's snapshot would lack them (the keys changed
+    /// only in the first epoch would hold older values): it must fail too,
+    /// or its epoch could complete with that state.
+    #[test]
+    fn a_point_after_lost_writes_is_not_snapshotted() {
+        let mut shared = SharedBackend::new(Box::new(FailsOnce {
+            inner: MemoryBackend::new(),
+            failed: false,
+        }));
+        let mut points = Vec::new();
+        for (k, v) in [(b"a", b"1"), (b"b", b"2")] {
+            shared.defer_writes();
+            shared
+                .write_batch(vec![WriteOp::Put(k.to_vec(), v.to_vec())])
+                .unwrap();
+            points.push(shared.freeze());
+        }
+        let second = points.pop().unwrap();
+        let first = points.pop().unwrap();
+        assert!(first.take().is_err());
+        assert!(
+            second.take().is_err(),
+            "a snapshot without the first point's writes was taken"
+        );
     }
 
     #[test]
