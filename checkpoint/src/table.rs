@@ -272,6 +272,8 @@ where
                 keys,
                 pos: 0,
             });
+            // What an earlier flush held back is written now.
+            self.overshoot_until = 0;
         }
         self.gen += 1;
         Ok(())
@@ -508,6 +510,35 @@ mod flush_tests {
         now.remove(&8);
         now.insert(50, 50);
         assert_eq!(backend_contents(&shared), now);
+    }
+
+    /// The cache grows past its capacity during a pending flush only by
+    /// what that flush holds back, not by what an earlier flush did.
+    #[test]
+    fn a_later_flush_does_not_inherit_an_earlier_overshoot() {
+        let shared = SharedBackend::new(Box::new(MemoryBackend::new()));
+        let mut t = table(&shared, 8);
+        for k in 0..8u64 {
+            t.put(k, k).unwrap();
+        }
+        // A flush holds back its 8 entries and 16 changed meanwhile.
+        t.begin_flush().unwrap();
+        for k in 100..116u64 {
+            t.put(k, k).unwrap();
+        }
+        assert!(t.cache.len() >= 24);
+        assert!(t.flush_step(usize::MAX).unwrap());
+        // The next insert spills everything written; one entry is dirty at
+        // the next marker.
+        t.put(50, 50).unwrap();
+        assert!(t.cache.len() <= 8);
+        t.begin_flush().unwrap();
+        assert!(t.is_flushing());
+        // Reads of absent keys: every entry but one can be evicted.
+        for k in 200..240u64 {
+            assert_eq!(t.get(&k).unwrap(), None);
+            assert!(t.cache.len() <= 8 + 8 / 4 + 1, "cache at {}", t.cache.len());
+        }
     }
 
     #[derive(Debug, Clone)]
