@@ -40,7 +40,9 @@ impl SnapshotPool {
                         set_niceness(niceness);
                     }
                     while let Ok(job) = rx.recv_blocking() {
-                        job();
+                        // A job that panics must not take its thread (and,
+                        // with the last thread, the pool) with it.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                     }
                 })?;
         }
@@ -81,6 +83,16 @@ fn set_niceness(niceness: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panicking_job_leaves_the_pool_running() {
+        let pool = SnapshotPool::new(1, 0).unwrap();
+        pool.spawn(|| panic!("a snapshot job panicked"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        pool.spawn(move || tx.send(()).unwrap());
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the job after a panic ran");
+    }
 
     #[test]
     fn runs_every_job_at_the_niceness_asked() {
