@@ -256,6 +256,12 @@ impl Drop for Frozen {
     fn drop(&mut self) {
         // Not taken (or failed before applying): the queued writes must still
         // reach the backend, in order, or the live state would lose them.
+        if self.queued.is_empty() && self.unapplied {
+            // Applying them panicked after taking them: they are lost.
+            self.backend.fail(&crate::Error::Backend(
+                "applying the queued writes panicked".into(),
+            ));
+        }
         if !self.queued.is_empty() || self.unapplied {
             self.wait_turn();
             let backend = self.backend.clone();
@@ -621,6 +627,39 @@ mod failure_tests {
             second.take().is_err(),
             "a snapshot without the first point's writes was taken"
         );
+    }
+
+    /// A backend whose writes panic.
+    struct Panics;
+
+    impl StateBackend for Panics {
+        fn get(&self, _key: &[u8]) -> Result<Option<Vec<u8>>> {
+            Ok(None)
+        }
+        fn write_batch(&mut self, _ops: Vec<WriteOp>) -> Result<()> {
+            panic!("backend bug");
+        }
+        fn scan_prefix(&self, _prefix: &[u8], _visit: &mut ScanVisitor<'_>) -> Result<()> {
+            Ok(())
+        }
+        fn snapshot(&mut self) -> Result<Box<dyn SnapshotJob>> {
+            Err(crate::Error::Backend("no snapshot".into()))
+        }
+    }
+
+    /// A panic while the queued writes are applied loses them: the backend
+    /// must say so rather than answer reads with the older values.
+    #[test]
+    fn queued_writes_lost_to_a_panic_make_the_backend_fail() {
+        let mut shared = SharedBackend::new(Box::new(Panics));
+        shared.defer_writes();
+        shared
+            .write_batch(vec![WriteOp::Put(b"k".to_vec(), b"1".to_vec())])
+            .unwrap();
+        let frozen = shared.freeze();
+        assert!(std::thread::spawn(move || frozen.take()).join().is_err());
+        let err = shared.get(b"k").unwrap_err().to_string();
+        assert!(err.contains("not applied"), "{err}");
     }
 
     #[test]
