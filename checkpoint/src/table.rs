@@ -26,8 +26,8 @@
 //!   changed its marker-time value is encoded into the pending batch (copy
 //!   on write), and the entry joins the new generation.
 //! - While a flush is pending nothing else is written to the backend (the
-//!   cache evicts only clean entries and may exceed its capacity by what the
-//!   pending flush holds back); [`KeyedTable::flush`] and the scans refuse
+//!   cache evicts only entries the backend already holds, and may exceed
+//!   its capacity by what the pending flush holds back); [`KeyedTable::flush`] and the scans refuse
 //!   with [`Error::FlushInProgress`](crate::Error::FlushInProgress), since a
 //!   write then would mix post-marker values into the marker's snapshot.
 //!

@@ -329,7 +329,8 @@ impl CheckpointSetup {
             .collect();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let config = config.cloned().unwrap_or_else(|| CheckpointConfig::new(""));
-        // One snapshot thread per stateful instance, at most one per core.
+        // One snapshot thread per stateful instance: an instance's batch is
+        // applied at once, never queued behind another's file copies.
         let stateful: usize = logical
             .nodes
             .iter()
@@ -337,14 +338,11 @@ impl CheckpointSetup {
             .map(|n| n.parallelism)
             .sum();
         let snapshots = match &store {
-            Some(_) if stateful > 0 => {
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                Some(
-                    SnapshotPool::new(stateful.min(cores), config.snapshot_niceness).map_err(
-                        |e| BuildError::Checkpoint(format!("starting snapshot threads: {e}")),
-                    )?,
-                )
-            }
+            Some(_) if stateful > 0 => Some(
+                SnapshotPool::new(stateful, config.snapshot_niceness).map_err(|e| {
+                    BuildError::Checkpoint(format!("starting snapshot threads: {e}"))
+                })?,
+            ),
             _ => None,
         };
         Ok(Self {

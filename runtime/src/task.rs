@@ -386,9 +386,18 @@ impl<I: Data, O: Data, Op: Operator<I, O>> OperatorTask<I, O, Op> {
                     .expect("a snapshot pool with a store");
                 pool.spawn(move || {
                     let store = link.store.as_ref().expect("snapshots only with a store");
-                    let result = frozen
-                        .take()
-                        .and_then(|job| job.persist(store, &link.task, m.epoch));
+                    // A panic in the backend declines the epoch (and the
+                    // dropped point marks the backend failed) instead of
+                    // leaving the epoch to time out.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        frozen
+                            .take()
+                            .and_then(|job| job.persist(store, &link.task, m.epoch))
+                            .map_err(|e| e.to_string())
+                    }))
+                    .unwrap_or_else(|p| {
+                        Err(format!("panicked: {}", crate::query::panic_text(&*p)))
+                    });
                     match result {
                         Ok(handle) => link.ack(
                             m.epoch,
