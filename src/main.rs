@@ -87,8 +87,9 @@ enum BenchCommand {
         /// Measured seconds per run.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        /// Throughput runs per setting.
-        #[arg(long, default_value_t = 3)]
+        /// Throughput runs per setting (alternating; the ratio is of the
+        /// medians, so more runs make it steadier on a noisy machine).
+        #[arg(long, default_value_t = 5)]
         repeats: usize,
         /// Niceness of the snapshot threads (0: as the process, 19: lowest).
         #[arg(long, default_value_t = eddy::runtime::checkpointing::DEFAULT_SNAPSHOT_NICENESS)]
