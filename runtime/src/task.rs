@@ -339,7 +339,7 @@ impl<I: Data, O: Data, Op: Operator<I, O>> OperatorTask<I, O, Op> {
     /// At an aligned marker: the operator begins the flush of its tables
     /// (O(1)), and the marker goes on at once. The flush itself runs in
     /// steps between input batches ([`Self::flush_step`]); when it is
-    /// written, the backend is frozen and a blocking thread takes the
+    /// written, the backend is frozen and a snapshot thread takes the
     /// snapshot and copies it into the store while records keep flowing.
     async fn on_marker(
         &mut self,
@@ -350,7 +350,7 @@ impl<I: Data, O: Data, Op: Operator<I, O>> OperatorTask<I, O, Op> {
         if let (Some(link), Some(state)) = (&self.ckpt, &self.state) {
             if link.store.is_some() {
                 // The flush's write batch is queued and applied on the
-                // blocking thread, with the snapshot.
+                // snapshot thread, with the snapshot.
                 state.defer_writes();
             }
         }
