@@ -301,6 +301,9 @@ impl Coordinator {
             if has_data {
                 let started = Instant::now();
                 let Some(epoch) = self.start_epoch(now_ms(origin), SourceCommand::Batch) else {
+                    // Refused (too many epochs pending): try at the next
+                    // tick rather than probing again at once.
+                    tick = next_tick(origin, tick, interval, Instant::now());
                     continue;
                 };
                 let mut rows = 0;
