@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::{Duration, Instant};
 
 use eddy_runtime::record::now_ns;
+use eddy_runtime::source::DEFAULT_MAX_RECORDS_PER_BATCH;
 use eddy_runtime::{OperatorError, Record, Source, SourceContext, SourcePoll};
 
 use crate::decode_offset;
@@ -47,7 +48,11 @@ pub struct GeneratorConfig {
     /// record is due within two milliseconds: exact pacing for latency
     /// benchmarks, at the cost of a busy core. Off with tokio's paused clock.
     pub busy_wait: bool,
-    /// Micro-batch mode: most records one instance puts in one batch.
+    /// Micro-batch mode: most records one instance puts in one batch
+    /// (default [`DEFAULT_MAX_RECORDS_PER_BATCH`]; `u64::MAX`: the batch
+    /// is everything that became due since the last one, as Spark's rate
+    /// source, which under overload grows with the backlog). See
+    /// [`Source::max_records_per_batch`].
     pub max_records_per_batch: u64,
 }
 
@@ -59,7 +64,7 @@ impl Default for GeneratorConfig {
             payload_bytes: 0,
             limit: None,
             busy_wait: false,
-            max_records_per_batch: 1_000_000,
+            max_records_per_batch: DEFAULT_MAX_RECORDS_PER_BATCH,
         }
     }
 }
@@ -246,6 +251,10 @@ impl Source<GenEvent> for GeneratorSource {
         true
     }
 
+    fn max_records_per_batch(&self) -> u64 {
+        self.cfg.max_records_per_batch
+    }
+
     fn fix_batch_end(&mut self) -> bool {
         let available = match self.due_total(Instant::now()) {
             Some(due) => due.saturating_sub(self.emitted),
@@ -253,7 +262,7 @@ impl Source<GenEvent> for GeneratorSource {
         };
         let n = available
             .min(self.remaining())
-            .min(self.cfg.max_records_per_batch);
+            .min(self.cfg.max_records_per_batch.max(1));
         self.batch_end = Some(self.emitted + n);
         n > 0
     }

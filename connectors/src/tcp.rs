@@ -52,6 +52,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 
+use eddy_runtime::source::DEFAULT_MAX_RECORDS_PER_BATCH;
 use eddy_runtime::{OperatorError, Record, Source, SourceContext, SourcePoll};
 
 /// Bytes requested from the socket per read.
@@ -331,6 +332,7 @@ pub struct TcpLineSource {
     addr: String,
     connect_timeout: Duration,
     max_line: usize,
+    max_records_per_batch: u64,
     malformed: Arc<MalformedLog>,
     malformed_counter: metrics::Counter,
     conn: Conn,
@@ -350,6 +352,7 @@ impl TcpLineSource {
             addr: addr.to_string(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_line: DEFAULT_MAX_LINE_BYTES,
+            max_records_per_batch: DEFAULT_MAX_RECORDS_PER_BATCH,
             malformed: Arc::default(),
             malformed_counter: metrics::Counter::noop(),
             conn: Conn::Idle,
@@ -368,6 +371,15 @@ impl TcpLineSource {
     pub fn with_max_line_bytes(mut self, max: usize) -> Self {
         self.max_line = max.max(1);
         self.decoder = LineDecoder::new(self.max_line);
+        self
+    }
+
+    /// Micro-batch mode: the most lines one batch takes from this instance
+    /// (default [`DEFAULT_MAX_RECORDS_PER_BATCH`]; see
+    /// [`Source::max_records_per_batch`]). Without a cap, a sender faster
+    /// than the pipeline would keep a batch open for as long as it sends.
+    pub fn with_max_records_per_batch(mut self, max: u64) -> Self {
+        self.max_records_per_batch = max.max(1);
         self
     }
 
@@ -446,6 +458,7 @@ impl Clone for TcpLineSource {
             addr: self.addr.clone(),
             connect_timeout: self.connect_timeout,
             max_line: self.max_line,
+            max_records_per_batch: self.max_records_per_batch,
             malformed: self.malformed.clone(),
             malformed_counter: self.malformed_counter.clone(),
             conn: Conn::Idle,
@@ -525,6 +538,10 @@ impl Source<TcpEvent> for TcpLineSource {
                 }
             }
         }
+    }
+
+    fn max_records_per_batch(&self) -> u64 {
+        self.max_records_per_batch
     }
 
     /// Connects on the first call, then waits until the socket is readable.

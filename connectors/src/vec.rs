@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use eddy_runtime::source::DEFAULT_MAX_RECORDS_PER_BATCH;
 use eddy_runtime::{OperatorError, Record, Source, SourceContext, SourcePoll};
 
 use crate::decode_offset;
@@ -14,6 +15,7 @@ pub struct VecSource<T> {
     instance: usize,
     parallelism: usize,
     emitted: u64,
+    max_records_per_batch: u64,
 }
 
 impl<T> Clone for VecSource<T> {
@@ -23,6 +25,7 @@ impl<T> Clone for VecSource<T> {
             instance: self.instance,
             parallelism: self.parallelism,
             emitted: self.emitted,
+            max_records_per_batch: self.max_records_per_batch,
         }
     }
 }
@@ -35,7 +38,16 @@ impl<T> VecSource<T> {
             instance: 0,
             parallelism: 1,
             emitted: 0,
+            max_records_per_batch: DEFAULT_MAX_RECORDS_PER_BATCH,
         }
+    }
+
+    /// Micro-batch mode: the most items one batch takes from this instance
+    /// (default [`DEFAULT_MAX_RECORDS_PER_BATCH`]; see
+    /// [`Source::max_records_per_batch`]).
+    pub fn with_max_records_per_batch(mut self, max: u64) -> Self {
+        self.max_records_per_batch = max.max(1);
+        self
     }
 }
 
@@ -76,6 +88,10 @@ impl<T: Clone + Send + Sync + 'static> Source<T> for VecSource<T> {
 
     fn replayable(&self) -> bool {
         true
+    }
+
+    fn max_records_per_batch(&self) -> u64 {
+        self.max_records_per_batch
     }
 }
 

@@ -17,7 +17,8 @@
 //!   and the logical plan it validates.
 //! - [`task`]: the task loops: one per source, operator and sink instance.
 //! - [`query`]: [`Query`], the handle of a running pipeline: stop, await, progress.
-//! - [`metrics`]: per-instance counters, edge occupancy, latency histograms.
+//! - [`metrics`]: per-instance counters, edge occupancy, latency histograms;
+//!   [`commit_latency`]: latency measured at commit, in bounded memory.
 //! - [`checkpointing`], [`coordinator`], [`trigger`]: epochs — the
 //!   checkpoint protocol, the coordinator task, and when epochs start
 //!   (continuous or micro-batch).
@@ -27,6 +28,7 @@
 #![deny(missing_docs)]
 
 pub mod checkpointing;
+pub mod commit_latency;
 pub mod config;
 pub(crate) mod coordinator;
 pub mod edge;

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
 
+use crate::commit_latency::PendingLatency;
+
 /// Counters of one operator instance.
 pub struct InstanceMetrics {
     /// Operator name.
@@ -100,6 +102,14 @@ impl InstanceMetrics {
             .map(|a| a.load(Ordering::Relaxed))
             .sum();
         q.max(0) as u64
+    }
+
+    /// Records the latencies of an epoch's records that became visible at
+    /// `now_ns` (latency measured at commit).
+    pub(crate) fn record_committed(&self, now_ns: u64, pending: &PendingLatency) {
+        if let Some(h) = &self.latency {
+            pending.latencies_at(now_ns, &mut h.lock().expect("latency lock"));
+        }
     }
 
     /// Records latencies of a batch that became visible at `now_ns`.

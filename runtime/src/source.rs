@@ -3,6 +3,9 @@
 //! A source is polled by its task; between two polls the task handles control
 //! commands (epoch markers, stop), so a marker lands between two records.
 //! A source that can replay from an offset supports exactly-once recovery.
+//! In micro-batch mode a source fixes the end of each batch at what is
+//! available ([`Source::fix_batch_end`]), and no batch takes more than
+//! [`Source::max_records_per_batch`] records from one instance.
 
 use std::future::Future;
 
@@ -10,6 +13,10 @@ use tokio::time::Instant;
 
 use crate::error::OperatorError;
 use crate::record::Record;
+
+/// The default of [`Source::max_records_per_batch`]: about 60 ms of work at
+/// the keyed-count ceiling measured on 2 cores (17 M records/s).
+pub const DEFAULT_MAX_RECORDS_PER_BATCH: u64 = 1_000_000;
 
 /// What a poll of a source produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +90,19 @@ pub trait Source<T>: Send + 'static {
     /// the batch runs until the source stops being `Ready`.
     fn fix_batch_end(&mut self) -> bool {
         true
+    }
+
+    /// Micro-batch mode: the most records this instance puts in one batch,
+    /// like Spark's `maxOffsetsPerTrigger` (but per instance). The task ends
+    /// the batch there even if the end fixed by
+    /// [`fix_batch_end`](Self::fix_batch_end) is further; the rest goes into
+    /// the next batch. A backlog is then worked off in batches of bounded
+    /// size, each committed (and its output made visible) in bounded time,
+    /// instead of one batch holding everything that became due. Default:
+    /// [`DEFAULT_MAX_RECORDS_PER_BATCH`]; `u64::MAX` removes the cap; `0`
+    /// counts as 1.
+    fn max_records_per_batch(&self) -> u64 {
+        DEFAULT_MAX_RECORDS_PER_BATCH
     }
 
     /// Whether [`seek`](Self::seek) works (required for exactly-once).

@@ -8,12 +8,14 @@
 //! fails the query naming the operator and instance. Markers are handled here,
 //! once, for every operator (see [`checkpointing`](crate::checkpointing)).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use eddy_checkpoint::{SharedBackend, TaskSnapshot};
 use tokio::sync::mpsc;
 
 use crate::checkpointing::{CheckpointLink, SinkCommand, TaskEvent};
+use crate::commit_latency::PendingLatency;
 use crate::edge::{Disconnected, InputEvent, Inputs, Router};
 use crate::error::OperatorError;
 use crate::message::{EpochMarker, Message};
@@ -138,6 +140,12 @@ impl<T: Data, S: Source<T>> SourceTask<T, S> {
         Ok(n)
     }
 
+    /// Micro-batch mode: the most records one batch takes from this
+    /// instance ([`Source::max_records_per_batch`], at least 1).
+    fn batch_cap(&self) -> u64 {
+        self.source.max_records_per_batch().max(1)
+    }
+
     /// Micro-batch mode: the source runs only between a `Batch` command and
     /// the marker that ends it. Between commands, a source whose last poll
     /// was `Pending` is awaited ([`Source::wait`]), so sources that do I/O
@@ -169,7 +177,8 @@ impl<T: Data, S: Source<T>> SourceTask<T, S> {
                 Some(SourceCommand::Stop) => finished = true,
                 Some(SourceCommand::Probe) => {
                     if !finished && buf.is_empty() && self.source.fix_batch_end() {
-                        match self.source.poll_next(&mut buf, self.batch_size)? {
+                        let first = self.batch_size.min(self.batch_cap() as usize);
+                        match self.source.poll_next(&mut buf, first)? {
                             SourcePoll::Finished => finished = true,
                             SourcePoll::Pending => pending = true,
                             _ => {}
@@ -188,9 +197,13 @@ impl<T: Data, S: Source<T>> SourceTask<T, S> {
                     });
                 }
                 Some(SourceCommand::Batch(m)) | Some(SourceCommand::Marker(m)) => {
+                    // At most the source's cap: what is left past it goes
+                    // into the next batch (the next probe fixes a new end).
+                    let cap = self.batch_cap();
                     let mut rows = self.emit(&mut buf).await?;
-                    while !finished {
-                        let poll = self.source.poll_next(&mut buf, self.batch_size)?;
+                    while !finished && rows < cap {
+                        let max = (cap - rows).min(self.batch_size as u64) as usize;
+                        let poll = self.source.poll_next(&mut buf, max)?;
                         let empty = buf.is_empty();
                         rows += self.emit(&mut buf).await?;
                         match poll {
@@ -522,11 +535,34 @@ pub struct SinkTask<T, S> {
     pub latency_at_commit: bool,
 }
 
-/// Creation stamps of records whose output is not visible yet, per epoch.
+/// Creation times of records whose output is not visible yet, summarised
+/// in bounded memory ([`PendingLatency`]): the current epoch's, and those
+/// of epochs pre-committed but not yet committed.
 #[derive(Default)]
-struct PendingLatency {
-    current: Vec<u64>,
-    staged: std::collections::VecDeque<(u64, Vec<u64>)>,
+struct PendingEpochs {
+    current: PendingLatency,
+    staged: VecDeque<(u64, PendingLatency)>,
+}
+
+/// Pre-committed epochs whose latency summaries are kept apart. Commits
+/// normally follow markers closely (a few epochs in flight at most); when
+/// they stop coming (checkpoints failing), the oldest summaries are merged
+/// into the next instead of piling up, one per epoch, for as long as the
+/// query runs.
+const MAX_STAGED_EPOCHS: usize = 16;
+
+impl PendingEpochs {
+    /// The current epoch ends at its marker.
+    fn stage(&mut self, epoch: u64) {
+        let summary = std::mem::take(&mut self.current);
+        self.staged.push_back((epoch, summary));
+        while self.staged.len() > MAX_STAGED_EPOCHS {
+            let (_, oldest) = self.staged.pop_front().expect("over the limit");
+            if let Some((_, next)) = self.staged.front_mut() {
+                next.absorb(oldest);
+            }
+        }
+    }
 }
 
 impl<T: Data, S: Sink<T>> SinkTask<T, S> {
@@ -534,7 +570,7 @@ impl<T: Data, S: Sink<T>> SinkTask<T, S> {
         &mut self,
         cmd: SinkCommand,
         committed: &mut u64,
-        pending: &mut PendingLatency,
+        pending: &mut PendingEpochs,
     ) -> Result<bool, TaskFailure> {
         match cmd {
             SinkCommand::Commit(e) => {
@@ -544,8 +580,8 @@ impl<T: Data, S: Sink<T>> SinkTask<T, S> {
                 }
                 let now = now_ns();
                 while pending.staged.front().is_some_and(|(epoch, _)| *epoch <= e) {
-                    let (_, stamps) = pending.staged.pop_front().expect("checked above");
-                    self.metrics.record_latencies(now, stamps.into_iter());
+                    let (_, summary) = pending.staged.pop_front().expect("checked above");
+                    self.metrics.record_committed(now, &summary);
                 }
                 Ok(true)
             }
@@ -559,7 +595,7 @@ impl<T: Data, S: Sink<T>> SinkTask<T, S> {
         self.sink.open(&self.ctx)?;
         let mut committed = 0;
         let mut pre_committed = 0;
-        let mut pending = PendingLatency::default();
+        let mut pending = PendingEpochs::default();
         if let Some(restore) = self.restore.take() {
             committed = restore.as_ref().map_or(0, |(e, _)| *e);
             self.sink
@@ -597,7 +633,7 @@ impl<T: Data, S: Sink<T>> SinkTask<T, S> {
                     if self.latency_at_commit {
                         pending
                             .current
-                            .extend(batch.iter().map(|r| r.created_ns).filter(|&c| c != 0));
+                            .record_all(batch.iter().map(|r| r.created_ns));
                     } else {
                         self.metrics
                             .record_latencies(now_ns(), batch.iter().map(|r| r.created_ns));
@@ -610,8 +646,7 @@ impl<T: Data, S: Sink<T>> SinkTask<T, S> {
                     let meta = self.sink.on_marker(m.epoch)?;
                     pre_committed = m.epoch;
                     if self.latency_at_commit {
-                        let stamps = std::mem::take(&mut pending.current);
-                        pending.staged.push_back((m.epoch, stamps));
+                        pending.stage(m.epoch);
                     }
                     if let Some(link) = &self.ckpt {
                         link.ack(m.epoch, TaskSnapshot { state: None, meta });
