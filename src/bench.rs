@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::connectors::tcp::TcpLineSource;
 use crate::prelude::*;
 use crate::runtime::query::LatencySummary;
+use crate::runtime::source::DEFAULT_MAX_RECORDS_PER_BATCH;
 
 /// The workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -95,6 +96,16 @@ pub struct LatencyRun {
     /// Checkpoint (RocksDB state, every second in continuous mode, every
     /// batch in micro-batch mode).
     pub checkpoints: bool,
+    /// Micro-batch mode: the most records the generator puts in one batch.
+    /// `None` is the harness's uncapped mode, and the only place Eddy runs
+    /// uncapped by default: a paced generator's batch is everything that
+    /// became due since the last one (as Spark's rate source), so a mode's
+    /// ceiling is the engine's, not the cap's (a 1 M cap allows at most
+    /// 10 M records/s at one batch per 100 ms tick). An unthrottled
+    /// generator keeps the default cap even then (its batch would never
+    /// end). Memory stays bounded either way: records cross bounded edges,
+    /// and sinks summarise the latency of a pending batch in a histogram.
+    pub max_records_per_batch: Option<u64>,
 }
 
 /// One measured cell.
@@ -148,13 +159,11 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
                     // Exact pacing needs a spinning source in continuous
                     // mode; a micro-batch source only wakes at ticks.
                     busy_wait: run.rate.is_some() && !run.trigger.is_micro_batch(),
-                    // A paced source's batch is what became due since the
-                    // last one (no cap, as Spark's rate source); only an
-                    // unthrottled source needs one.
-                    max_records_per_batch: if run.rate.is_some() {
-                        u64::MAX
-                    } else {
-                        1_000_000
+                    // See `LatencyRun::max_records_per_batch`.
+                    max_records_per_batch: match (run.max_records_per_batch, run.rate) {
+                        (Some(cap), _) => cap,
+                        (None, Some(_)) => u64::MAX,
+                        (None, None) => DEFAULT_MAX_RECORDS_PER_BATCH,
                     },
                     ..Default::default()
                 }),

@@ -10,7 +10,7 @@
 //! | [`checkpoint`] (`eddy-checkpoint`) | state backends, keyed state tables, codec, checkpoint store |
 //! | [`runtime`] (`eddy-runtime`) | graph builder, tasks, bounded edges, query handle, metrics |
 //! | [`operators`] (`eddy-operators`) | map / filter / flat_map, keyed aggregations |
-//! | [`connectors`] (`eddy-connectors`) | vector and generator sources, memory, console and discard sinks |
+//! | [`connectors`] (`eddy-connectors`) | vector and generator sources, memory table, collect, console, file and discard sinks |
 //!
 //! Dependencies point one way: `checkpoint <- runtime <- {operators, connectors} <- eddy`.
 #![forbid(unsafe_code)]
@@ -30,7 +30,7 @@ pub mod report;
 pub mod prelude {
     pub use eddy_connectors::{
         CollectSink, ConsoleSink, Delivery, DiscardSink, FileSink, GenEvent, GeneratorConfig,
-        GeneratorSource, VecSource,
+        GeneratorSource, TableSink, VecSource,
     };
     pub use eddy_operators::{Aggregator, KeyedAggregations, StreamOps};
     pub use eddy_runtime::checkpointing::CheckpointConfig;

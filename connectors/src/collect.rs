@@ -7,6 +7,11 @@ use eddy_runtime::{OperatorError, Record, Sink};
 /// Keeps every value it receives, in arrival order (per instance; instances
 /// interleave). Clones share the same buffer, so keep one clone to read the
 /// output while and after the query runs.
+///
+/// Its memory grows with every record it receives, for as long as the query
+/// runs: it is meant for tests and bounded inputs. A long-running query that
+/// wants its latest results in memory uses [`TableSink`](crate::TableSink),
+/// which keeps one value per key.
 pub struct CollectSink<T> {
     values: Arc<Mutex<Vec<T>>>,
 }

@@ -8,8 +8,11 @@
 //!   an offset) and stamped with its creation time for latency measurement.
 //! - [`TcpLineSource`]: reads `created_us,seq,key` lines ([`TcpEvent`]s) from
 //!   a TCP server, stamped with the sender's creation time.
+//! - [`TableSink`]: keeps the latest value per key in memory (update mode),
+//!   readable while the query runs: the memory sink of a long-running query.
 //! - [`CollectSink`]: keeps everything it receives in memory, readable while
-//!   and after the query runs.
+//!   and after the query runs (tests and bounded inputs: it grows with its
+//!   input).
 //! - [`FileSink`]: lines into files, exactly-once (two-phase commit over
 //!   atomic renames) or at-least-once.
 //! - [`ConsoleSink`]: prints records.
@@ -22,6 +25,7 @@ pub mod collect;
 pub mod console;
 pub mod file;
 pub mod generator;
+pub mod table;
 pub mod tcp;
 pub mod vec;
 
@@ -29,6 +33,7 @@ pub use collect::{CollectSink, DiscardSink};
 pub use console::ConsoleSink;
 pub use file::{Delivery, FileSink};
 pub use generator::{GenEvent, GeneratorConfig, GeneratorSource};
+pub use table::TableSink;
 pub use tcp::{MalformedLine, ParseLineError, TcpEvent, TcpLineSource};
 pub use vec::VecSource;
 
