@@ -99,3 +99,65 @@ pub fn key_totals<S: Sink<(u64, (u64, u64))> + Clone>(
 pub fn totals_line(r: &(u64, (u64, u64))) -> String {
     format!("{},{},{}", r.0, r.1 .0, r.1 .1)
 }
+
+/// Count, sum and largest value per key: the aggregation of the damage tests.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CountSumMax;
+
+impl Aggregator<GenEvent> for CountSumMax {
+    type Acc = (u64, u64, u64);
+    type Out = (u64, u64, u64);
+    fn create(&self) -> (u64, u64, u64) {
+        (0, 0, 0)
+    }
+    fn add(&self, acc: &mut (u64, u64, u64), e: &GenEvent) {
+        acc.0 += 1;
+        acc.1 += e.value;
+        acc.2 = acc.2.max(e.value);
+    }
+    fn result(&self, acc: &(u64, u64, u64)) -> (u64, u64, u64) {
+        *acc
+    }
+}
+
+/// Keys of the `right` generator of [`union_stats`] are shifted by this.
+pub const UNION_RIGHT_KEY_OFFSET: u64 = 1_000_000;
+
+/// Whether [`union_stats`] keeps a record: values divisible by 10 are dropped.
+pub fn union_keeps(e: &GenEvent) -> bool {
+    e.value % 10 != 0
+}
+
+/// Two generators (`left` at `parallelism`, `right` at 1, its keys shifted
+/// by [`UNION_RIGHT_KEY_OFFSET`]) -> union -> filter ([`union_keeps`]) ->
+/// key_by(key) -> count, sum and max -> sink. Output `(key, (count, sum, max))`.
+pub fn union_stats<S: Sink<(u64, (u64, u64, u64))> + Clone>(
+    pipeline: &Pipeline,
+    generator: GeneratorConfig,
+    parallelism: usize,
+    sink: S,
+) {
+    let right = pipeline
+        .source("right", GeneratorSource::new(generator.clone()))
+        .set_parallelism(1)
+        .map(|e: GenEvent| GenEvent {
+            key: e.key + UNION_RIGHT_KEY_OFFSET,
+            ..e
+        });
+    pipeline
+        .source("left", GeneratorSource::new(generator))
+        .set_parallelism(parallelism)
+        .union(right)
+        .filter(union_keeps)
+        .set_parallelism(parallelism)
+        .key_by(|e: &GenEvent| e.key)
+        .aggregate("stats", CountSumMax)
+        .set_parallelism(parallelism)
+        .sink("files", sink)
+        .set_parallelism(parallelism);
+}
+
+/// The line the damage tests' file sink writes for one update of [`union_stats`].
+pub fn stats_line(r: &(u64, (u64, u64, u64))) -> String {
+    format!("{},{},{},{}", r.0, r.1 .0, r.1 .1, r.1 .2)
+}

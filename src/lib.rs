@@ -25,6 +25,7 @@ pub mod bench;
 pub mod checkpoint_bench;
 pub mod jobs;
 pub mod report;
+pub mod snapshot_bytes;
 
 /// Everything needed to write and run a pipeline.
 pub mod prelude {

@@ -62,6 +62,16 @@ enum Command {
         /// continuously (checkpointing every batch).
         #[arg(long)]
         trigger_ms: Option<u64>,
+        /// The pipeline: `totals` (generator -> key_by -> count and sum) or
+        /// `union` (two generators -> union -> filter -> key_by -> count,
+        /// sum and max).
+        #[arg(long, default_value = "totals")]
+        shape: String,
+        /// When the checkpoint to restore is older than output a sink that
+        /// cannot retract has committed, start anyway: at-least-once for
+        /// this recovery (CheckpointConfig::accept_duplicates_on_fallback).
+        #[arg(long)]
+        accept_duplicates_on_fallback: bool,
     },
     /// Benchmarks.
     Bench {
@@ -97,6 +107,29 @@ enum BenchCommand {
         /// Scratch directory (default: the system temp directory).
         #[arg(long)]
         scratch: Option<std::path::PathBuf>,
+        /// Write the result as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// What full snapshots cost in bytes written: one RocksDB state
+    /// checkpointed with a full snapshot every N epochs and incremental only,
+    /// same updates, same run.
+    SnapshotBytes {
+        /// Keys in the state.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        /// Keys rewritten between two checkpoints.
+        #[arg(long, default_value_t = 100_000)]
+        changed_per_epoch: u64,
+        /// Checkpoints per policy.
+        #[arg(long, default_value_t = 33)]
+        epochs: u64,
+        /// The policy: a full snapshot every this many epochs.
+        #[arg(long, default_value_t = eddy::runtime::checkpointing::DEFAULT_FULL_SNAPSHOT_EVERY)]
+        full_every: u32,
+        /// Seed of the updates.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
         /// Write the result as JSON here.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
@@ -202,8 +235,11 @@ fn main() -> anyhow::Result<()> {
                 interval_ms,
                 rocksdb,
                 trigger_ms,
+                shape,
+                accept_duplicates_on_fallback,
             } => {
                 let mut ckpt = CheckpointConfig::new(dir.join("checkpoints"));
+                ckpt.accept_duplicates_on_fallback = accept_duplicates_on_fallback;
                 if rocksdb {
                     ckpt = ckpt.with_rocksdb(dir.join("rocksdb"));
                 }
@@ -216,21 +252,28 @@ fn main() -> anyhow::Result<()> {
                     trigger,
                     ..Default::default()
                 });
-                eddy::jobs::key_totals(
-                    &pipeline,
-                    GeneratorConfig {
-                        rate_per_sec: Some(rate),
-                        key_space: keys,
-                        limit: Some(limit),
-                        ..Default::default()
-                    },
-                    parallelism,
-                    FileSink::new(
-                        dir.join("out"),
-                        Delivery::ExactlyOnce,
-                        eddy::jobs::totals_line,
+                let generator = GeneratorConfig {
+                    rate_per_sec: Some(rate),
+                    key_space: keys,
+                    limit: Some(limit),
+                    ..Default::default()
+                };
+                let out = dir.join("out");
+                match shape.as_str() {
+                    "totals" => eddy::jobs::key_totals(
+                        &pipeline,
+                        generator,
+                        parallelism,
+                        FileSink::new(out, Delivery::ExactlyOnce, eddy::jobs::totals_line),
                     ),
-                );
+                    "union" => eddy::jobs::union_stats(
+                        &pipeline,
+                        generator,
+                        parallelism,
+                        FileSink::new(out, Delivery::ExactlyOnce, eddy::jobs::stats_line),
+                    ),
+                    other => anyhow::bail!("unknown --shape {other:?}: totals or union"),
+                }
                 let mut q = pipeline.start()?;
                 q.await_termination().await?;
                 let stats = q.checkpoint_stats().unwrap_or_default();
@@ -238,9 +281,38 @@ fn main() -> anyhow::Result<()> {
                     "done: restored from {:?}, {} checkpoints completed, {} failed",
                     stats.restored_epoch, stats.completed, stats.failed
                 );
+                if let Some(r) = stats.recovery.filter(|r| !r.sinks_ahead.is_empty()) {
+                    println!("recovery: {}", serde_json::to_string(&r)?);
+                }
                 Ok(())
             }
             Command::Bench { which } => match which {
+                BenchCommand::SnapshotBytes {
+                    keys,
+                    changed_per_epoch,
+                    epochs,
+                    full_every,
+                    seed,
+                    json,
+                } => {
+                    let b = eddy::snapshot_bytes::SnapshotBytesBench {
+                        keys,
+                        changed_per_epoch,
+                        epochs,
+                        full_every,
+                        seed,
+                    };
+                    let scratch =
+                        std::env::temp_dir().join(format!("eddy-snapbytes-{}", std::process::id()));
+                    let r = eddy::snapshot_bytes::run(&b, &scratch);
+                    let _ = std::fs::remove_dir_all(&scratch);
+                    let r = r?;
+                    println!("{}", eddy::snapshot_bytes::markdown(&b, &r));
+                    if let Some(path) = json {
+                        std::fs::write(path, serde_json::to_string_pretty(&r)?)?;
+                    }
+                    Ok(())
+                }
                 BenchCommand::Latency(args) => bench_latency(args).await,
                 BenchCommand::Checkpoint {
                     keys,

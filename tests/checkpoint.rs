@@ -100,14 +100,43 @@ fn keyed_count_pipeline(
     p
 }
 
+/// generator -> key_by -> count -> exactly-once file sink under `dir/out`.
+fn keyed_count_into_files(dir: &Path, limit: u64) -> Pipeline {
+    let p = Pipeline::with_config(config(dir, 10));
+    p.source(
+        "gen",
+        GeneratorSource::new(GeneratorConfig {
+            key_space: 10,
+            limit: Some(limit),
+            rate_per_sec: Some(200_000),
+            ..Default::default()
+        }),
+    )
+    .set_parallelism(2)
+    .key_by(|e: &GenEvent| e.key)
+    .count()
+    .set_parallelism(2)
+    .sink(
+        "out",
+        FileSink::new(dir.join("out"), Delivery::ExactlyOnce, |r: &(u64, u64)| {
+            format!("{},{}", r.0, r.1)
+        }),
+    )
+    .set_parallelism(2);
+    p
+}
+
+/// The newest checkpoint's epochs were already committed by the file sink;
+/// a flipped byte in its manifest makes recovery fall back to an older
+/// checkpoint. The sink moves the later epochs aside and the replay commits
+/// them once: the committed output is exactly the batch answer.
 #[test]
-fn a_corrupt_newest_manifest_falls_back_to_the_previous_checkpoint() {
+fn a_corrupt_newest_manifest_falls_back_and_the_output_stays_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
+    const LIMIT: u64 = 20_000;
     let first = rt.block_on(async {
-        let mut q = keyed_count_pipeline(dir.path(), 2, 20_000, CollectSink::new())
-            .start()
-            .unwrap();
+        let mut q = keyed_count_into_files(dir.path(), LIMIT).start().unwrap();
         q.await_termination().await.unwrap();
         q.checkpoint_stats().unwrap()
     });
@@ -123,36 +152,52 @@ fn a_corrupt_newest_manifest_falls_back_to_the_previous_checkpoint() {
     std::fs::write(&manifest, bytes).unwrap();
 
     let second = rt.block_on(async {
-        let out = CollectSink::new();
-        let mut q = keyed_count_pipeline(dir.path(), 2, 20_000, out.clone())
-            .start()
-            .unwrap();
+        let mut q = keyed_count_into_files(dir.path(), LIMIT).start().unwrap();
         q.await_termination().await.unwrap();
-        (q.checkpoint_stats().unwrap(), out.values())
+        q.checkpoint_stats().unwrap()
     });
-    let restored = second.0.restored_epoch.expect("restored a checkpoint");
+    let restored = second.restored_epoch.expect("restored a checkpoint");
     assert!(
         restored < newest,
         "restored {restored}, corrupt newest {newest}"
     );
-    // The restored state plus the replayed input give the full counts.
-    let mut last: BTreeMap<u64, u64> = BTreeMap::new();
-    for (k, n) in second.1 {
-        let e = last.entry(k).or_default();
-        *e = (*e).max(n);
+    let report = second.recovery.expect("a recovery report");
+    assert_eq!(report.restored_epoch, Some(restored));
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|s| s.contains(&format!("chk-{newest:020}.manifest"))),
+        "the damaged manifest is named: {report:?}"
+    );
+    assert!(!report.at_least_once(), "{report:?}");
+    let moved: Vec<u64> = report
+        .sinks_ahead
+        .iter()
+        .flat_map(|s| s.retracted.as_ref().unwrap().epochs.clone())
+        .collect();
+    assert!(
+        !moved.is_empty() && moved.iter().all(|&e| e > restored && e <= newest),
+        "retracted epochs {moved:?} between {restored} and {newest}"
+    );
+
+    // Exactly once: per key the counts 1, 2, ..., n, ending at the batch total.
+    let mut got: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for line in FileSink::<()>::read_committed(&dir.path().join("out")).unwrap() {
+        let (k, n) = line.split_once(',').unwrap();
+        got.entry(k.parse().unwrap())
+            .or_default()
+            .push(n.parse().unwrap());
     }
     let mut expected: BTreeMap<u64, u64> = BTreeMap::new();
-    for seq in 0..20_000 {
+    for seq in 0..LIMIT {
         *expected
             .entry(GenEvent::generate(seq, 10, 0).key)
             .or_default() += 1;
     }
+    assert_eq!(got.len(), expected.len());
     for (k, n) in &expected {
-        // A key may see no new record after the restored epoch; all others
-        // must end at the exact total.
-        if let Some(got) = last.get(k) {
-            assert_eq!(got, n, "key {k}");
-        }
+        assert_eq!(got[k], (1..=*n).collect::<Vec<_>>(), "key {k}");
     }
 }
 

@@ -69,6 +69,15 @@ pub struct RocksConfig {
     /// between two checkpoints rewrites SSTs, so the second one stores the
     /// rewritten files); never in production, where L0 would grow unbounded.
     pub disable_auto_compactions: bool,
+    /// Every this many epochs a snapshot stores fresh copies of all its SST
+    /// files instead of referencing the copies earlier checkpoints stored
+    /// (0: never; the first snapshot of a fresh open is full, one that
+    /// restored continues the restored chain). Incremental
+    /// checkpoints share SSTs, so one damaged shared file would make every
+    /// checkpoint of its chain unusable; a full snapshot starts a new chain,
+    /// and the store keeps one checkpoint of the previous chain
+    /// ([`CheckpointStore`] retention), so a fallback always exists.
+    pub full_snapshot_every: u32,
 }
 
 impl Default for RocksConfig {
@@ -79,6 +88,7 @@ impl Default for RocksConfig {
             bloom_bits_per_key: 10.0,
             max_background_jobs: 2,
             disable_auto_compactions: false,
+            full_snapshot_every: 8,
         }
     }
 }
@@ -182,6 +192,11 @@ impl BackendFactory for RocksBackendFactory {
             incarnation,
             next_snapshot: 0,
             known: Arc::new(Mutex::new(known)),
+            chain: Arc::new(Mutex::new(ChainState {
+                every: u64::from(self.config.full_snapshot_every),
+                started_at: None,
+                restored: restore.is_some(),
+            })),
             _cleanup: RemoveOnDrop(home),
         }))
     }
@@ -203,6 +218,38 @@ impl Drop for RemoveOnDrop {
 /// SST files of this incarnation already in the store, by local name.
 type KnownFiles = Arc<Mutex<HashMap<String, StoredFile>>>;
 
+/// When this backend's current chain of incremental snapshots began.
+type Chain = Arc<Mutex<ChainState>>;
+
+struct ChainState {
+    /// Full snapshot every this many epochs (0: only the first).
+    every: u64,
+    /// The epoch of the newest full snapshot persisted by this open, or of
+    /// its first snapshot when it continued a restored chain.
+    started_at: Option<u64>,
+    /// Whether this open restored a snapshot: its first snapshot then
+    /// continues the restored chain (referencing the restored files)
+    /// instead of copying everything again at every restart.
+    restored: bool,
+}
+
+impl ChainState {
+    /// Whether the snapshot of `epoch` must store every file afresh.
+    fn full_at(&self, epoch: u64) -> bool {
+        match self.started_at {
+            None => !self.restored,
+            Some(start) => self.every > 0 && epoch >= start.saturating_add(self.every),
+        }
+    }
+
+    /// Records that the snapshot of `epoch` was persisted.
+    fn persisted(&mut self, epoch: u64, full: bool) {
+        if full || self.started_at.is_none() {
+            self.started_at = Some(epoch);
+        }
+    }
+}
+
 /// The state of one task in RocksDB. Open it with [`RocksBackendFactory`].
 pub struct RocksBackend {
     db: DB,
@@ -211,6 +258,7 @@ pub struct RocksBackend {
     incarnation: String,
     next_snapshot: u64,
     known: KnownFiles,
+    chain: Chain,
     _cleanup: RemoveOnDrop,
 }
 
@@ -294,6 +342,7 @@ impl StateBackend for RocksBackend {
             files,
             incarnation: self.incarnation.clone(),
             known: Arc::clone(&self.known),
+            chain: Arc::clone(&self.chain),
         }))
     }
 }
@@ -313,6 +362,7 @@ struct RocksSnapshotJob {
     files: Vec<String>,
     incarnation: String,
     known: KnownFiles,
+    chain: Chain,
 }
 
 impl RocksSnapshotJob {
@@ -337,13 +387,27 @@ impl SnapshotJob for RocksSnapshotJob {
             files: Vec::with_capacity(self.files.len()),
             bytes_written: 0,
         };
+        // Snapshots of one backend persist one at a time, in order (one
+        // snapshot thread per stateful instance), so the chain's state is
+        // read and advanced by one job at a time.
+        let full = self
+            .chain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .full_at(epoch);
         for name in &self.files {
             let src = self.dir.0.join(name);
             let file = if is_sst(name) {
                 match self.known(name) {
-                    Some(file) if store.reuse(epoch, &file) => file,
+                    Some(file) if !full && store.reuse(epoch, &file) => file,
                     _ => {
-                        let stored_name = format!("{}-{name}", self.incarnation);
+                        // A full snapshot's copies carry its epoch, so they
+                        // never share a name with the previous chain's.
+                        let stored_name = if full {
+                            format!("{}-c{epoch:020}-{name}", self.incarnation)
+                        } else {
+                            format!("{}-{name}", self.incarnation)
+                        };
                         let file = store.put_file(epoch, task, &stored_name, name, &src)?;
                         handle.bytes_written += file.size;
                         self.known
@@ -362,6 +426,10 @@ impl SnapshotJob for RocksSnapshotJob {
             handle.files.push(file);
         }
         store.sync_task_dir(task)?;
+        self.chain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .persisted(epoch, full);
         Ok(handle)
     }
 }

@@ -18,7 +18,14 @@
 //! - [`CheckpointStore::write_manifest`] then applies retention: the newest
 //!   `retain` valid manifests stay, older (and unreadable superseded) ones are
 //!   deleted, and so is every file under `state/` that no retained manifest
-//!   references and no in-flight snapshot has *reserved*.
+//!   references and no in-flight snapshot has *reserved*. When none of the
+//!   retained older manifests is independent of the newest (shares no state
+//!   file with it: incremental checkpoints share RocksDB SSTs), the newest
+//!   older manifest that is independent is retained too (unless `retain`
+//!   is 1: no fallback asked for), so one damaged
+//!   shared file never leaves recovery without a checkpoint. Backends make
+//!   such checkpoints by storing a full snapshot now and then
+//!   ([`RocksConfig::full_snapshot_every`](crate::RocksConfig::full_snapshot_every)).
 //! - Reservations: a snapshot job reserves each file it writes or reuses for
 //!   epoch `e` before touching it (under the same lock garbage collection
 //!   holds); the reservation lasts until a manifest of an epoch `>= e` is
@@ -466,31 +473,42 @@ impl CheckpointStore {
         let mut reserved = self.reserved();
         reserved.retain(|&epoch, _| epoch > newest);
 
-        // Retention: the newest `retain` valid manifests up to `newest`; every
-        // other manifest file (older, unreadable, or left above `newest` by a
-        // run whose later checkpoints did not verify) goes.
+        // Retention: the newest `retain` valid manifests up to `newest`, plus
+        // the newest older one that shares no file with the newest if none of
+        // those does (the independent fallback); every other manifest file
+        // (older, unreadable, or left above `newest` by a run whose later
+        // checkpoints did not verify) goes.
         let mut keep: HashSet<String> = reserved.values().flatten().cloned().collect();
+        let mut valid: Vec<(u64, HashSet<String>)> = Vec::new();
+        let mut doomed: Vec<u64> = Vec::new();
         for epoch in self.manifest_epochs()?.into_iter().rev() {
-            let retained = epoch <= newest
-                && report.retained.len() < self.inner.options.retain
-                && match self.read_manifest(epoch) {
-                    Ok(m) => {
-                        keep.extend(
-                            m.state_handles()
-                                .flat_map(|h| h.files.iter().map(|f| f.path.clone())),
-                        );
-                        true
-                    }
-                    Err(_) => false,
-                };
-            if retained {
-                report.retained.push(epoch);
+            match (epoch <= newest).then(|| self.read_manifest(epoch)) {
+                Some(Ok(m)) => valid.push((epoch, state_files(&m))),
+                _ => doomed.push(epoch),
+            }
+        }
+        let retain = self.inner.options.retain.max(1);
+        let mut kept: Vec<usize> = (0..valid.len().min(retain)).collect();
+        // `retain == 1` asks for no fallback at all.
+        if let Some((_, newest_files)) = valid.first().filter(|_| retain > 1) {
+            let independent = |i: &usize| valid[*i].1.is_disjoint(newest_files);
+            if !kept.iter().skip(1).any(independent) {
+                kept.extend((retain..valid.len()).find(independent));
+            }
+        }
+        for (i, (epoch, files)) in valid.iter().enumerate() {
+            if kept.contains(&i) {
+                report.retained.push(*epoch);
+                keep.extend(files.iter().cloned());
             } else {
-                let path = self.manifest_path(epoch);
-                match fs::remove_file(&path) {
-                    Ok(()) => report.manifests_deleted += 1,
-                    Err(e) => report.errors.push(format!("{}: {e}", path.display())),
-                }
+                doomed.push(*epoch);
+            }
+        }
+        for epoch in doomed {
+            let path = self.manifest_path(epoch);
+            match fs::remove_file(&path) {
+                Ok(()) => report.manifests_deleted += 1,
+                Err(e) => report.errors.push(format!("{}: {e}", path.display())),
             }
         }
 
@@ -578,6 +596,14 @@ impl CheckpointStore {
         }
         Ok(manifest)
     }
+}
+
+/// The store paths of every state file `manifest` references.
+fn state_files(manifest: &Manifest) -> HashSet<String> {
+    manifest
+        .state_handles()
+        .flat_map(|h| h.files.iter().map(|f| f.path.clone()))
+        .collect()
 }
 
 fn check_size(path: &Path, file: &StoredFile, found: u64) -> Result<()> {

@@ -28,9 +28,11 @@
 //!
 //! # Recovery
 //! [`Pipeline::start`](crate::Pipeline::start) with a checkpoint directory
-//! restores the newest manifest that verifies: sources seek to their offsets,
-//! stateful tasks reopen their state from their snapshots, sinks re-commit
-//! the restored epoch and discard staged output of later ones.
+//! restores the newest manifest that verifies: sinks that had committed later
+//! epochs retract them or the start is refused ([`crate::recovery`]),
+//! sources seek to their offsets, stateful tasks reopen their state from
+//! their snapshots, sinks re-commit the restored epoch and discard staged
+//! output of later ones.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -38,7 +40,7 @@ use std::time::Duration;
 
 use eddy_checkpoint::{
     BackendFactory, CheckpointStore, CheckpointTracker, MemoryBackendFactory, OperatorShape,
-    Recovery, RocksBackendFactory, SharedBackend, StoreOptions, TaskId, TaskSnapshot,
+    Recovery, RocksBackendFactory, RocksConfig, SharedBackend, StoreOptions, TaskId, TaskSnapshot,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -46,6 +48,7 @@ use tokio::sync::mpsc;
 use crate::coordinator::Coordinator;
 use crate::error::BuildError;
 use crate::graph::{InstanceBuild, LogicalGraph, LogicalNode, NodeKind};
+use crate::recovery::{self, RecoveryReport, Restoring, SinkProbe};
 use crate::snapshot_pool::SnapshotPool;
 use crate::task::SourceCommand;
 use crate::trigger::{BatchProgress, Trigger};
@@ -66,6 +69,9 @@ pub enum StateBackendChoice {
 /// Default [`CheckpointConfig::snapshot_niceness`].
 pub const DEFAULT_SNAPSHOT_NICENESS: u8 = 10;
 
+/// Default [`CheckpointConfig::full_snapshot_every`].
+pub const DEFAULT_FULL_SNAPSHOT_EVERY: u32 = 8;
+
 /// Checkpointing settings.
 #[derive(Debug, Clone)]
 pub struct CheckpointConfig {
@@ -83,6 +89,18 @@ pub struct CheckpointConfig {
     /// process, 19: the lowest priority). Snapshot work then yields to the
     /// operator tasks when cores are short; see `docs/checkpointing.md`.
     pub snapshot_niceness: u8,
+    /// RocksDB state: every this many epochs a task's snapshot copies all
+    /// its files instead of sharing the earlier checkpoints' (0: never), so
+    /// that a damaged shared file cannot make every retained checkpoint
+    /// unusable. See `docs/checkpointing.md`.
+    pub full_snapshot_every: u32,
+    /// When the checkpoint to restore is older than output a sink that
+    /// cannot retract has already committed (the newer checkpoints were
+    /// damaged), start anyway and commit that output again: at-least-once
+    /// for this recovery. Off by default: the start is then refused with
+    /// [`BuildError::RecoveryWouldDuplicate`]. Sinks that can retract (the
+    /// file sink) move the later output aside instead and stay exactly-once.
+    pub accept_duplicates_on_fallback: bool,
 }
 
 impl CheckpointConfig {
@@ -96,6 +114,8 @@ impl CheckpointConfig {
             retain: 3,
             state: StateBackendChoice::Memory,
             snapshot_niceness: DEFAULT_SNAPSHOT_NICENESS,
+            full_snapshot_every: DEFAULT_FULL_SNAPSHOT_EVERY,
+            accept_duplicates_on_fallback: false,
         }
     }
 
@@ -111,7 +131,13 @@ impl CheckpointConfig {
         match &self.state {
             StateBackendChoice::Memory => Arc::new(MemoryBackendFactory),
             StateBackendChoice::RocksDb { local_dir } => {
-                Arc::new(RocksBackendFactory::new(local_dir.clone()))
+                Arc::new(RocksBackendFactory::with_config(
+                    local_dir.clone(),
+                    RocksConfig {
+                        full_snapshot_every: self.full_snapshot_every,
+                        ..RocksConfig::default()
+                    },
+                ))
             }
         }
     }
@@ -229,6 +255,9 @@ pub struct CheckpointStats {
     pub last_batch: Option<BatchProgress>,
     /// Micro-batch mode: the most recent completed batches, oldest first.
     pub recent_batches: Vec<BatchProgress>,
+    /// What the start did about sinks that had committed more than the
+    /// restored checkpoint (`None`: the query did not restore from a store).
+    pub recovery: Option<RecoveryReport>,
 }
 
 /// Everything `Pipeline::start` needs to wire checkpointing into the tasks.
@@ -238,6 +267,9 @@ pub(crate) struct CheckpointSetup {
     store: Option<CheckpointStore>,
     factory: Arc<dyn BackendFactory>,
     restored: Option<eddy_checkpoint::Manifest>,
+    /// Newer checkpoints recovery skipped, each with the file at fault.
+    skipped: Vec<String>,
+    recovery: Option<RecoveryReport>,
     first_epoch: u64,
     shape: Vec<OperatorShape>,
     expected: std::collections::BTreeSet<TaskId>,
@@ -350,6 +382,8 @@ impl CheckpointSetup {
             config,
             trigger: trigger.clone(),
             first_epoch: recovery.next_epoch(),
+            skipped: recovery.warnings.iter().map(|w| w.to_string()).collect(),
+            recovery: None,
             restored: recovery.manifest,
             store,
             shape,
@@ -359,6 +393,34 @@ impl CheckpointSetup {
             sinks: Vec::new(),
             snapshots,
         })
+    }
+
+    /// Reconciles the restored checkpoint with what the sinks have already
+    /// made visible (see [`crate::recovery`]), and numbers new epochs above
+    /// every epoch a sink committed. Does nothing without a store.
+    ///
+    /// # Errors
+    /// As [`recovery::reconcile_sinks`].
+    pub(crate) fn reconcile_sinks(
+        &mut self,
+        sinks: &[(&LogicalNode, &dyn SinkProbe)],
+    ) -> Result<(), BuildError> {
+        if self.store.is_none() {
+            return Ok(());
+        }
+        let report = recovery::reconcile_sinks(
+            Restoring {
+                restored_epoch: self.restored.as_ref().map(|m| m.epoch),
+                skipped: self.skipped.clone(),
+                accept_duplicates: self.config.accept_duplicates_on_fallback,
+            },
+            sinks,
+        )?;
+        if let Some(c) = report.highest_committed_epoch {
+            self.first_epoch = self.first_epoch.max(c + 1);
+        }
+        self.recovery = Some(report);
+        Ok(())
     }
 
     /// Wires one instance: its coordinator link, and what it restores.
@@ -418,6 +480,7 @@ impl CheckpointSetup {
     ) -> (Coordinator, Arc<Mutex<CheckpointStats>>) {
         let stats = Arc::new(Mutex::new(CheckpointStats {
             restored_epoch: self.restored.as_ref().map(|m| m.epoch),
+            recovery: self.recovery,
             ..Default::default()
         }));
         let tracker = CheckpointTracker::new(

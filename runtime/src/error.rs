@@ -55,6 +55,35 @@ pub enum BuildError {
     /// The newest checkpoint was taken by a pipeline of another shape.
     #[error("incompatible checkpoint: {0}")]
     IncompatibleCheckpoint(String),
+    /// The checkpoint recovery would restore is older than output a sink
+    /// that cannot take output back has already made visible: replaying
+    /// from it would make epochs `restored_epoch + 1 ..= committed_epoch`
+    /// visible twice. Repair or restore the newer checkpoint, or accept
+    /// duplicates for this recovery
+    /// (`CheckpointConfig::accept_duplicates_on_fallback`).
+    #[error(
+        "exactly-once recovery refused: sink `{sink}` instance {instance} has committed epochs \
+         up to {committed_epoch}, but the newest checkpoint that verifies is {restored}; \
+         replaying from it would commit epochs {first_at_risk}..={committed_epoch} again. \
+         Checkpoints skipped: [{skipped}]. Repair the checkpoint directory, or set \
+         CheckpointConfig::accept_duplicates_on_fallback to accept duplicates for this recovery",
+        restored = restored_epoch.map_or_else(|| "none".to_string(), |e| e.to_string()),
+        first_at_risk = restored_epoch.map_or(0, |e| e + 1),
+        skipped = skipped.join("; ")
+    )]
+    RecoveryWouldDuplicate {
+        /// The sink.
+        sink: String,
+        /// The instance ahead of the checkpoint.
+        instance: usize,
+        /// The highest epoch it has made visible.
+        committed_epoch: u64,
+        /// The checkpoint recovery would restore (`None`: none at all).
+        restored_epoch: Option<u64>,
+        /// The newer checkpoints that did not verify, each with the file at
+        /// fault (empty when the newer manifests are simply gone).
+        skipped: Vec<String>,
+    },
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),

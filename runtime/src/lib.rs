@@ -15,13 +15,15 @@
 //!   has one required method and default hooks.
 //! - [`graph`]: the typed builder ([`Pipeline`], [`Stream`], [`KeyedStream`])
 //!   and the logical plan it validates.
+//! - [`plan`]: the logical plan ([`plan::LogicalGraph`]) and its validation.
 //! - [`task`]: the task loops: one per source, operator and sink instance.
 //! - [`query`]: [`Query`], the handle of a running pipeline: stop, await, progress.
 //! - [`metrics`]: per-instance counters, edge occupancy, latency histograms;
 //!   [`commit_latency`]: latency measured at commit, in bounded memory.
 //! - [`checkpointing`], [`coordinator`], [`trigger`]: epochs — the
 //!   checkpoint protocol, the coordinator task, and when epochs start
-//!   (continuous or micro-batch).
+//!   (continuous or micro-batch); [`recovery`]: what a restart does when
+//!   sinks have committed more than the checkpoint it restores.
 //!
 //! Dependency direction: `checkpoint <- runtime <- {operators, connectors} <- eddy`.
 #![forbid(unsafe_code)]
@@ -38,8 +40,10 @@ pub mod keys;
 pub mod message;
 pub mod metrics;
 pub mod operator;
+pub mod plan;
 pub mod query;
 pub mod record;
+pub mod recovery;
 pub mod sink;
 mod snapshot_pool;
 pub mod source;
@@ -53,6 +57,7 @@ pub use message::{EpochMarker, Message};
 pub use operator::{Collector, Operator, OperatorContext};
 pub use query::{Query, QueryProgress};
 pub use record::{Data, Record};
-pub use sink::{Sink, SinkContext};
+pub use recovery::{RecoveryReport, SinkAhead};
+pub use sink::{Retracted, Sink, SinkContext};
 pub use source::{Source, SourceContext, SourcePoll};
 pub use trigger::{BatchProgress, Trigger};

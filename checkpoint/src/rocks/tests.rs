@@ -433,3 +433,57 @@ fn one_million_keys_checkpoint_and_restore_through_a_small_cache() {
 fn ten_million_keys_checkpoint_and_restore_through_a_small_cache() {
     large_state_round_trip(10_000_000);
 }
+
+#[test]
+fn a_full_snapshot_every_n_epochs_starts_a_chain_sharing_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = CheckpointStore::open(dir.path().join("store")).unwrap();
+    let factory = RocksBackendFactory::with_config(
+        dir.path().join("local"),
+        RocksConfig {
+            write_buffer_size: 4 << 20,
+            block_cache_bytes: 8 << 20,
+            disable_auto_compactions: true,
+            full_snapshot_every: 3,
+            ..RocksConfig::default()
+        },
+    );
+    let mut b = factory.open(&task(), None, Some(&store)).unwrap();
+    let mut handles = Vec::new();
+    for epoch in 1..=4 {
+        fill(b.as_mut(), epoch * 100..epoch * 100 + 50, "v");
+        let h = b
+            .snapshot()
+            .unwrap()
+            .persist(&store, &task(), epoch)
+            .unwrap();
+        handles.push(h);
+    }
+    let ssts = |h: &StateHandle| -> std::collections::HashSet<String> {
+        h.files
+            .iter()
+            .filter(|f| f.local_name.ends_with(".sst"))
+            .map(|f| f.path.clone())
+            .collect()
+    };
+    // 1 is full; 2 and 3 reference its SSTs; 4 (= 1 + 3) is full again:
+    // it shares no file with the chain before it, and writes all its bytes.
+    assert!(!ssts(&handles[0]).is_disjoint(&ssts(&handles[1])));
+    assert!(!ssts(&handles[1]).is_disjoint(&ssts(&handles[2])));
+    assert!(ssts(&handles[3]).is_disjoint(&ssts(&handles[2])));
+    let all: std::collections::HashSet<String> =
+        handles[3].files.iter().map(|f| f.path.clone()).collect();
+    assert!(all.is_disjoint(&handles[2].files.iter().map(|f| f.path.clone()).collect()));
+    assert_eq!(handles[3].bytes_written, handles[3].total_bytes());
+    assert!(handles[2].bytes_written < handles[2].total_bytes());
+    drop(b);
+
+    // A restored open continues the restored chain: its first snapshot
+    // references the restored SSTs.
+    let mut r = factory
+        .open(&task(), Some(&handles[3]), Some(&store))
+        .unwrap();
+    fill(r.as_mut(), 0..10, "r");
+    let h = r.snapshot().unwrap().persist(&store, &task(), 5).unwrap();
+    assert!(!ssts(&h).is_disjoint(&ssts(&handles[3])));
+}

@@ -450,3 +450,58 @@ fn restore_needs_a_store_and_a_matching_backend() {
     let wrong = MemoryBackendFactory.open(&task(), Some(&rocks_handle), Some(&s));
     assert!(matches!(wrong.err().unwrap(), Error::Restore(_)));
 }
+
+#[test]
+fn retention_keeps_a_checkpoint_independent_of_the_newest_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = CheckpointStore::open_with(
+        dir.path(),
+        StoreOptions {
+            retain: 2,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    // Two chains of incremental checkpoints: 1..=3 share file `a`, 4..=6
+    // share file `b`.
+    let a = persist(&s, 1, b"a");
+    for e in 1..=3 {
+        s.write_manifest(&manifest(e, a.clone())).unwrap();
+    }
+    let b = persist(&s, 4, b"b");
+    let mut retained = Vec::new();
+    for e in 4..=6 {
+        retained.push(s.write_manifest(&manifest(e, b.clone())).unwrap().retained);
+    }
+    // 4 keeps 3 (independent already); 5 and 6 share `b` with each other,
+    // so the newest of chain `a` stays as the fallback.
+    assert_eq!(retained, vec![vec![4, 3], vec![5, 4, 3], vec![6, 5, 3]]);
+    assert_eq!(s.manifest_epochs().unwrap(), vec![3, 5, 6]);
+    assert!(s.path_of(&a.files[0]).exists(), "chain a's file is kept");
+
+    // One damaged shared file spoils the newest chain; recovery falls back
+    // to the independent checkpoint and names the file.
+    let shared = s.path_of(&b.files[0]);
+    flip_byte(&shared, 5);
+    let r = s.recover().unwrap();
+    assert_eq!(r.manifest.as_ref().map(|m| m.epoch), Some(3));
+    assert_eq!(r.warnings.len(), 2);
+    assert!(r.warnings[0].to_string().contains(&b.files[0].path));
+    assert_eq!(restored_value(&s, r.manifest.as_ref().unwrap()), b"a");
+
+    // With retain 1 no fallback is asked for, and none is kept.
+    let one = CheckpointStore::open_with(
+        dir.path().join("one"),
+        StoreOptions {
+            retain: 1,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let a = persist(&one, 1, b"a");
+    one.write_manifest(&manifest(1, a)).unwrap();
+    let b = persist(&one, 2, b"b");
+    one.write_manifest(&manifest(2, b.clone())).unwrap();
+    let r = one.write_manifest(&manifest(3, b)).unwrap();
+    assert_eq!(r.retained, vec![3]);
+}
