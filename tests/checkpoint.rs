@@ -161,6 +161,13 @@ fn a_corrupt_newest_manifest_falls_back_and_the_output_stays_exactly_once() {
         restored < newest,
         "restored {restored}, corrupt newest {newest}"
     );
+    assert!(
+        dir.path()
+            .join("checkpoints/manifests/skipped")
+            .join(format!("chk-{newest:020}.manifest"))
+            .exists(),
+        "the damaged manifest is set aside, so no later start restores it"
+    );
     let report = second.recovery.expect("a recovery report");
     assert_eq!(report.restored_epoch, Some(restored));
     assert!(

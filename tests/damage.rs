@@ -5,7 +5,13 @@
 //! directory and lets it finish. Every trial must end in one of two ways:
 //! - the committed output is exactly the batch answer (per key, the counts
 //!   1, 2, ..., n in commit order, and the batch totals last), or
-//! - the restart is refused with an error naming the damaged file.
+//! - the restart is refused because no checkpoint verifies, with an error
+//!   naming the damaged file.
+//!
+//! Every fourth trial damages the newest manifest, so that recovery falls
+//! back past epochs the sink already committed (the run must see at least
+//! one retraction); a third of the trials also kill the restart at a random
+//! moment before the last run.
 //!
 //! Trials cover two pipeline shapes (generator -> key_by -> count and sum;
 //! two generators -> union -> filter -> key_by -> count, sum and max), RocksDB
@@ -193,15 +199,24 @@ fn damage(path: &Path, how: Damage) {
 }
 
 /// What one trial did.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 enum Outcome {
-    Exact,
+    /// The exact answer, after this many sink instances retracted epochs.
+    Exact { retracted: usize },
+    /// Refused because no checkpoint verifies, naming the damaged file.
     Refused,
 }
 
 /// Runs one trial; `Err` describes a silent wrong answer or an unexpected
-/// failure.
-fn trial(rng: &mut StdRng, setup: Setup) -> Result<(Outcome, String), String> {
+/// failure. With `newest_manifest` the damage hits the newest manifest (so
+/// the restart must fall back past epochs the sink committed); otherwise a
+/// random file. A third of the trials kill the restart again at a random
+/// moment (in the middle of recovery, or soon after) before the last run.
+fn trial(
+    rng: &mut StdRng,
+    setup: Setup,
+    newest_manifest: bool,
+) -> Result<(Outcome, String), String> {
     let dir = tempfile::tempdir().unwrap();
     let mut child = spawn(dir.path(), setup);
     std::thread::sleep(Duration::from_millis(rng.random_range(300..1200)));
@@ -215,7 +230,16 @@ fn trial(rng: &mut StdRng, setup: Setup) -> Result<(Outcome, String), String> {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    let files = files_under(&dir.path().join("checkpoints"));
+    let files = if newest_manifest {
+        files_under(&dir.path().join("checkpoints/manifests"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "manifest"))
+            .max()
+            .into_iter()
+            .collect()
+    } else {
+        files_under(&dir.path().join("checkpoints"))
+    };
     let damaged = if files.is_empty() {
         None
     } else {
@@ -231,7 +255,7 @@ fn trial(rng: &mut StdRng, setup: Setup) -> Result<(Outcome, String), String> {
         damage(&path, how);
         Some((path, how))
     };
-    let what = match &damaged {
+    let mut what = match &damaged {
         Some((p, how)) => format!(
             "{how:?} {}",
             p.strip_prefix(dir.path()).unwrap_or(p).display()
@@ -239,24 +263,41 @@ fn trial(rng: &mut StdRng, setup: Setup) -> Result<(Outcome, String), String> {
         None => "nothing to damage".into(),
     };
 
+    let mut retracted = 0;
+    if rng.random_range(0..3) == 0 {
+        let mut child = spawn(dir.path(), setup);
+        let ms = rng.random_range(20..400);
+        std::thread::sleep(Duration::from_millis(ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            what.push_str(&format!(", restart killed after {ms} ms"));
+        }
+        let out = child.wait_with_output().unwrap();
+        retracted += String::from_utf8_lossy(&out.stdout)
+            .matches("\"retracted\":{")
+            .count();
+    }
+
     let out = spawn(dir.path(), setup).wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    retracted += String::from_utf8_lossy(&out.stdout)
+        .matches("\"retracted\":{")
+        .count();
     if out.status.success() {
         check_output(dir.path(), setup.shape)
-            .map(|()| (Outcome::Exact, what.clone()))
+            .map(|()| (Outcome::Exact { retracted }, what.clone()))
             .map_err(|e| format!("{what}: silent wrong answer: {e}"))
     } else {
-        // A refusal must name the damaged file.
+        // The one refusal a single damaged file may cause: no checkpoint
+        // verifies (a file the whole chain shares), naming the file.
         let named = damaged.as_ref().is_some_and(|(p, _)| {
             let name = p.file_name().unwrap().to_string_lossy();
             stderr.contains(name.as_ref())
         });
-        if named {
+        if named && stderr.contains("verifies") {
             Ok((Outcome::Refused, what))
         } else {
-            Err(format!(
-                "{what}: the restart failed without naming the damaged file: {stderr}"
-            ))
+            Err(format!("{what}: the restart failed: {stderr}"))
         }
     }
 }
@@ -294,14 +335,19 @@ fn run_trials(default_trials: usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let setups = setups();
     let mut failures = Vec::new();
-    let (mut exact, mut refused) = (0, 0);
+    let (mut exact, mut refused, mut retracting) = (0, 0, 0);
     for i in 0..trials {
         let setup = setups[i % setups.len()];
-        match trial(&mut rng, setup) {
+        // Every fourth trial damages the newest manifest: a fallback past
+        // epochs the sink already committed.
+        match trial(&mut rng, setup, i % 4 == 3) {
             Ok((outcome, what)) => {
                 println!("trial {i} {setup:?}: {what}: {outcome:?}");
                 match outcome {
-                    Outcome::Exact => exact += 1,
+                    Outcome::Exact { retracted } => {
+                        exact += 1;
+                        retracting += usize::from(retracted > 0);
+                    }
                     Outcome::Refused => refused += 1,
                 }
             }
@@ -320,6 +366,11 @@ fn run_trials(default_trials: usize) {
         "seed {seed}: {} of {trials} trials failed:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+    assert!(
+        trials < 8 || retracting > 0,
+        "seed {seed}: no trial fell back past committed output, so the retraction path \
+         was not exercised"
     );
 }
 

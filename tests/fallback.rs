@@ -233,7 +233,10 @@ fn a_sink_that_cannot_retract_refuses_the_fallback_unless_duplicates_are_accepte
         .unwrap()
         .filter_map(|e| {
             let name = e.unwrap().file_name().into_string().unwrap();
-            name.strip_prefix("chk-")?.strip_suffix(".manifest")?.parse().ok()
+            name.strip_prefix("chk-")?
+                .strip_suffix(".manifest")?
+                .parse()
+                .ok()
         })
         .collect();
     epochs.sort_unstable();

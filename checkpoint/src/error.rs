@@ -88,6 +88,24 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this error says a file is damaged (corrupt, truncated,
+    /// missing, undecodable, of an unknown format version), as opposed to
+    /// the store being unreadable right now (other I/O errors). Recovery
+    /// falls back past a damaged checkpoint, but refuses to start on an
+    /// I/O error: the checkpoint may be fine, and falling back past it
+    /// would retract output it covers.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Error::Corrupt { .. }
+                | Error::Truncated { .. }
+                | Error::Missing { .. }
+                | Error::Decode(_)
+                | Error::UnsupportedVersion { .. }
+                | Error::UnsupportedFrameVersion { .. }
+        )
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

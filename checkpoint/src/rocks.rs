@@ -71,8 +71,10 @@ pub struct RocksConfig {
     pub disable_auto_compactions: bool,
     /// Every this many epochs a snapshot stores fresh copies of all its SST
     /// files instead of referencing the copies earlier checkpoints stored
-    /// (0: never; the first snapshot of a fresh open is full, one that
-    /// restored continues the restored chain). Incremental
+    /// (0: never, beyond the first snapshot of a fresh open, which stores
+    /// everything anyway). The first snapshot after a restore is full too
+    /// (the restored chain's age is not known), so queries that restart
+    /// often still get independent checkpoints. Incremental
     /// checkpoints share SSTs, so one damaged shared file would make every
     /// checkpoint of its chain unusable; a full snapshot starts a new chain,
     /// and the store keeps one checkpoint of the previous chain
@@ -227,9 +229,9 @@ struct ChainState {
     /// The epoch of the newest full snapshot persisted by this open, or of
     /// its first snapshot when it continued a restored chain.
     started_at: Option<u64>,
-    /// Whether this open restored a snapshot: its first snapshot then
-    /// continues the restored chain (referencing the restored files)
-    /// instead of copying everything again at every restart.
+    /// Whether this open restored a snapshot. With full snapshots off, its
+    /// first snapshot continues the restored chain (referencing the
+    /// restored files).
     restored: bool,
 }
 
@@ -237,7 +239,9 @@ impl ChainState {
     /// Whether the snapshot of `epoch` must store every file afresh.
     fn full_at(&self, epoch: u64) -> bool {
         match self.started_at {
-            None => !self.restored,
+            // The age of a restored chain is not known: a restored backend
+            // starts a new chain at once (unless full snapshots are off).
+            None => !self.restored || self.every > 0,
             Some(start) => self.every > 0 && epoch >= start.saturating_add(self.every),
         }
     }
@@ -387,9 +391,10 @@ impl SnapshotJob for RocksSnapshotJob {
             files: Vec::with_capacity(self.files.len()),
             bytes_written: 0,
         };
-        // Snapshots of one backend persist one at a time, in order (one
-        // snapshot thread per stateful instance), so the chain's state is
-        // read and advanced by one job at a time.
+        // Snapshots of one backend usually persist one at a time, in order;
+        // should two overlap, the worst outcome is two full snapshots in a
+        // row or a chain starting one epoch late (file reuse stays safe:
+        // every reused file is reserved in the store).
         let full = self
             .chain
             .lock()

@@ -4,6 +4,7 @@
 //! # Layout
 //! ```text
 //! <root>/manifests/chk-<epoch:020>.manifest   one framed Manifest per completed checkpoint
+//! <root>/manifests/skipped/                   manifests a restart fell back past (set aside)
 //! <root>/state/<task dir>/<file>              every snapshot file of one task
 //! ```
 //! File names inside a task directory are chosen by the backends so that a
@@ -61,6 +62,7 @@ const MANIFEST_DIR: &str = "manifests";
 const STATE_DIR: &str = "state";
 const MANIFEST_PREFIX: &str = "chk-";
 const MANIFEST_SUFFIX: &str = ".manifest";
+const SKIPPED_DIR: &str = "skipped";
 
 /// Settings of a [`CheckpointStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -479,24 +481,28 @@ impl CheckpointStore {
         // (older, unreadable, or left above `newest` by a run whose later
         // checkpoints did not verify) goes.
         let mut keep: HashSet<String> = reserved.values().flatten().cloned().collect();
-        let mut valid: Vec<(u64, HashSet<String>)> = Vec::new();
+        let mut valid: Vec<(u64, HashSet<String>, Manifest)> = Vec::new();
         let mut doomed: Vec<u64> = Vec::new();
         for epoch in self.manifest_epochs()?.into_iter().rev() {
             match (epoch <= newest).then(|| self.read_manifest(epoch)) {
-                Some(Ok(m)) => valid.push((epoch, state_files(&m))),
+                Some(Ok(m)) => valid.push((epoch, state_files(&m), m)),
                 _ => doomed.push(epoch),
             }
         }
         let retain = self.inner.options.retain.max(1);
         let mut kept: Vec<usize> = (0..valid.len().min(retain)).collect();
-        // `retain == 1` asks for no fallback at all.
-        if let Some((_, newest_files)) = valid.first().filter(|_| retain > 1) {
-            let independent = |i: &usize| valid[*i].1.is_disjoint(newest_files);
+        // `retain == 1` asks for no fallback at all. A fallback counts only
+        // if its files are all there with their recorded sizes (a cheap
+        // check; recovery verifies checksums).
+        if let Some((_, newest_files, _)) = valid.first().filter(|_| retain > 1) {
+            let independent = |i: &usize| {
+                valid[*i].1.is_disjoint(newest_files) && self.files_present(&valid[*i].2)
+            };
             if !kept.iter().skip(1).any(independent) {
                 kept.extend((retain..valid.len()).find(independent));
             }
         }
-        for (i, (epoch, files)) in valid.iter().enumerate() {
+        for (i, (epoch, files, _)) in valid.iter().enumerate() {
             if kept.contains(&i) {
                 report.retained.push(*epoch);
                 keep.extend(files.iter().cloned());
@@ -545,8 +551,11 @@ impl CheckpointStore {
     /// Finds the newest checkpoint that verifies (see the module doc).
     ///
     /// # Errors
-    /// Only I/O errors listing the manifest directory; a checkpoint that does
-    /// not verify is a [`RecoveryWarning`], not an error.
+    /// I/O errors listing the manifest directory, or reading a checkpoint
+    /// in a way that is not damage ([`Error::is_damage`]): a checkpoint that
+    /// is damaged is a [`RecoveryWarning`], one that cannot be read right now
+    /// (permissions, too many open files) stops recovery, since falling back
+    /// past a sound checkpoint would give up output it covers.
     pub fn recover(&self) -> Result<Recovery> {
         let epochs = self.manifest_epochs()?;
         let mut recovery = Recovery {
@@ -559,6 +568,7 @@ impl CheckpointStore {
                     recovery.manifest = Some(manifest);
                     break;
                 }
+                Err(error) if !error.is_damage() => return Err(error),
                 Err(error) => {
                     tracing::warn!(epoch, %error, "checkpoint does not verify, trying the previous one");
                     recovery.warnings.push(RecoveryWarning {
@@ -570,6 +580,50 @@ impl CheckpointStore {
             }
         }
         Ok(recovery)
+    }
+
+    /// Whether every state file of `manifest` exists with its recorded size.
+    fn files_present(&self, manifest: &Manifest) -> bool {
+        manifest
+            .state_handles()
+            .flat_map(|h| h.files.iter())
+            .all(|f| fs::metadata(self.path_of(f)).is_ok_and(|m| m.len() == f.size))
+    }
+
+    /// Moves the manifests of `epochs` (checkpoints recovery skipped as
+    /// damaged) to `manifests/skipped/`, durably, so that no later start can
+    /// restore them: once a restart has fallen back past a checkpoint and
+    /// replayed (or retracted output), restoring that checkpoint later would
+    /// lose the output committed in between. They are kept for inspection,
+    /// never read again. Returns the new paths; epochs without a manifest
+    /// file are skipped.
+    ///
+    /// # Errors
+    /// I/O errors moving the files or syncing the directories.
+    pub fn set_aside(&self, epochs: &[u64]) -> Result<Vec<PathBuf>> {
+        let dir = self.inner.root.join(MANIFEST_DIR).join(SKIPPED_DIR);
+        let mut moved = Vec::new();
+        for &epoch in epochs {
+            let from = self.manifest_path(epoch);
+            if !from.exists() {
+                continue;
+            }
+            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let name = from.file_name().expect("a manifest path has a name");
+            let mut to = dir.join(name);
+            let mut n = 1;
+            while to.exists() {
+                to = dir.join(format!("{}.{n}", name.to_string_lossy()));
+                n += 1;
+            }
+            fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
+            moved.push(to);
+        }
+        if !moved.is_empty() {
+            durable::sync_dir(&dir)?;
+            durable::sync_dir(&self.inner.root.join(MANIFEST_DIR))?;
+        }
+        Ok(moved)
     }
 
     /// The newest checkpoint that verifies, with the newer ones skipped.

@@ -22,7 +22,7 @@
 //! When the checkpoint a restart restores is older than epochs this sink
 //! already committed (newer checkpoints were damaged or deleted), the
 //! runtime asks it to take them back ([`Sink::retract_after`]): every part
-//! file of a later epoch is moved to `quarantine/<instance>/restored-<epoch>-<ms>/`
+//! file of a later epoch is moved to `_quarantine/<instance>/restored-<epoch>-<ms>/`
 //! (never deleted; the moves are logged and reported in the query's
 //! recovery report) and the replay commits those epochs once.
 //! [`FileSink::read_committed`] reads only the output directory's own part
@@ -53,6 +53,11 @@ pub enum Delivery {
 }
 
 type Format<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
+
+/// Where retracted part files go, inside the output directory. The leading
+/// underscore marks it hidden for readers that list directories
+/// recursively (the Hadoop and Spark convention).
+const QUARANTINE_DIR: &str = "_quarantine";
 
 /// Writes one line per record into a directory (see the module docs).
 pub struct FileSink<T> {
@@ -331,7 +336,7 @@ impl<T: Send + 'static> Sink<T> for FileSink<T> {
             .map_or(0, |d| d.as_millis());
         let quarantine = self
             .dir
-            .join("quarantine")
+            .join(QUARANTINE_DIR)
             .join(self.instance.to_string())
             .join(format!("restored-{epoch:020}-{ms}"));
         let mut retracted = Retracted {
@@ -350,7 +355,14 @@ impl<T: Send + 'static> Sink<T> for FileSink<T> {
             retracted.items.push(name.to_string_lossy().into_owned());
         }
         sync_dir(&quarantine)?;
-        sync_dir(&self.dir)?;
+        let mut dir = quarantine.as_path();
+        while let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+            if parent == self.dir {
+                break;
+            }
+            dir = parent;
+        }
         Ok(retracted)
     }
 
@@ -373,22 +385,36 @@ impl<T: Send + 'static> Sink<T> for FileSink<T> {
         }
         let committed = restored.map_or(0, |(e, _)| e);
         // Staged epochs up to the restored one are committed now: each must
-        // match the checkpoint's record of it.
-        let records = restored.map_or(Ok(Vec::new()), |(_, meta)| staged::decode(meta))?;
-        for e in self
-            .staged_epochs()?
-            .into_iter()
-            .filter(|&e| e <= committed)
-        {
-            let path = self.staged_path(e);
-            match records.iter().find(|r| r.epoch == e) {
-                Some(r) => staged::verify(&path, r)?,
-                None => {
+        // match the checkpoint's record of it, and every recorded epoch must
+        // be staged or already committed. Empty information comes from a
+        // checkpoint written before the sink recorded its staged epochs:
+        // nothing to verify against.
+        let meta = restored.map_or(&[][..], |(_, meta)| meta);
+        if !meta.is_empty() {
+            let records = staged::decode(meta)?;
+            let staged_now = self.staged_epochs()?;
+            for e in staged_now.iter().copied().filter(|&e| e <= committed) {
+                let path = self.staged_path(e);
+                match records.iter().find(|r| r.epoch == e) {
+                    Some(r) => staged::verify(&path, r)?,
+                    None => {
+                        return Err(OperatorError::new(format!(
+                            "file sink: staged output {} is not recorded in checkpoint \
+                             {committed}: refusing to commit it",
+                            path.display()
+                        )))
+                    }
+                }
+            }
+            for r in records.iter().filter(|r| r.epoch <= committed) {
+                if !staged_now.contains(&r.epoch) && !self.part_path(r.epoch).exists() {
                     return Err(OperatorError::new(format!(
-                        "file sink: staged output {} is not recorded in checkpoint {committed}: \
-                         refusing to commit it",
-                        path.display()
-                    )))
+                        "file sink: epoch {} is recorded in checkpoint {committed} but neither \
+                         staged ({}) nor committed ({}): its output is lost",
+                        r.epoch,
+                        self.staged_path(r.epoch).display(),
+                        self.part_path(r.epoch).display()
+                    )));
                 }
             }
         }
@@ -504,10 +530,21 @@ mod tests {
         assert!(FileSink::<u32>::read_committed(dir.path())
             .unwrap()
             .is_empty());
-        // Epoch 1's own record says the same; a record without epoch 1 is
-        // refused too.
+        // Epoch 1's own record says the same.
         assert!(new().restore(Some((1, &meta1))).is_err());
-        assert!(new().restore(Some((1, &[]))).is_err());
+        // A recorded epoch whose staged file is gone and was never committed
+        // is lost output: refused, named.
+        std::fs::remove_file(&staged1).unwrap();
+        let err = new().restore(Some((1, &meta1))).unwrap_err();
+        assert!(err.message.contains("neither staged"), "{err}");
+        // A checkpoint from before staged epochs were recorded (empty
+        // information) commits what is staged without verification.
+        std::fs::write(&staged1, b"1\n2\n").unwrap();
+        new().restore(Some((1, &[]))).unwrap();
+        assert_eq!(
+            FileSink::<u32>::read_committed(dir.path()).unwrap(),
+            vec!["1", "2"]
+        );
     }
 
     #[test]

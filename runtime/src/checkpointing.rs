@@ -255,8 +255,9 @@ pub struct CheckpointStats {
     pub last_batch: Option<BatchProgress>,
     /// Micro-batch mode: the most recent completed batches, oldest first.
     pub recent_batches: Vec<BatchProgress>,
-    /// What the start did about sinks that had committed more than the
-    /// restored checkpoint (`None`: the query did not restore from a store).
+    /// What the start did about the checkpoints it skipped and the sinks
+    /// that had committed more than the restored checkpoint (`None`: the
+    /// query has no checkpoint store).
     pub recovery: Option<RecoveryReport>,
 }
 
@@ -267,8 +268,9 @@ pub(crate) struct CheckpointSetup {
     store: Option<CheckpointStore>,
     factory: Arc<dyn BackendFactory>,
     restored: Option<eddy_checkpoint::Manifest>,
-    /// Newer checkpoints recovery skipped, each with the file at fault.
-    skipped: Vec<String>,
+    /// Newer checkpoints recovery skipped: epoch, and why (with the file at
+    /// fault).
+    skipped: Vec<(u64, String)>,
     recovery: Option<RecoveryReport>,
     first_epoch: u64,
     shape: Vec<OperatorShape>,
@@ -382,7 +384,11 @@ impl CheckpointSetup {
             config,
             trigger: trigger.clone(),
             first_epoch: recovery.next_epoch(),
-            skipped: recovery.warnings.iter().map(|w| w.to_string()).collect(),
+            skipped: recovery
+                .warnings
+                .iter()
+                .map(|w| (w.epoch, w.to_string()))
+                .collect(),
             recovery: None,
             restored: recovery.manifest,
             store,
@@ -395,23 +401,24 @@ impl CheckpointSetup {
         })
     }
 
-    /// Reconciles the restored checkpoint with what the sinks have already
-    /// made visible (see [`crate::recovery`]), and numbers new epochs above
-    /// every epoch a sink committed. Does nothing without a store.
+    /// Checks the restored checkpoint against what the sinks have already
+    /// made visible (see [`crate::recovery`]), changing nothing, and numbers
+    /// new epochs above every epoch a sink committed. Does nothing without
+    /// a store.
     ///
     /// # Errors
-    /// As [`recovery::reconcile_sinks`].
-    pub(crate) fn reconcile_sinks(
+    /// As [`recovery::check`].
+    pub(crate) fn check_sinks(
         &mut self,
         sinks: &[(&LogicalNode, &dyn SinkProbe)],
     ) -> Result<(), BuildError> {
         if self.store.is_none() {
             return Ok(());
         }
-        let report = recovery::reconcile_sinks(
+        let report = recovery::check(
             Restoring {
                 restored_epoch: self.restored.as_ref().map(|m| m.epoch),
-                skipped: self.skipped.clone(),
+                skipped: self.skipped.iter().map(|(_, w)| w.clone()).collect(),
                 accept_duplicates: self.config.accept_duplicates_on_fallback,
             },
             sinks,
@@ -421,6 +428,30 @@ impl CheckpointSetup {
         }
         self.recovery = Some(report);
         Ok(())
+    }
+
+    /// The last step of a start, once every backend is restored: sets aside
+    /// the manifests recovery skipped, then has the sinks ahead retract
+    /// (see [`crate::recovery`]).
+    ///
+    /// # Errors
+    /// As [`recovery::retract`], or the store's errors setting manifests aside.
+    pub(crate) fn apply_recovery(
+        &mut self,
+        sinks: &[(&LogicalNode, &dyn SinkProbe)],
+    ) -> Result<(), BuildError> {
+        let (Some(store), Some(report)) = (&self.store, self.recovery.as_mut()) else {
+            return Ok(());
+        };
+        let epochs: Vec<u64> = self.skipped.iter().map(|(e, _)| *e).collect();
+        let moved = store.set_aside(&epochs).map_err(store_error)?;
+        if !moved.is_empty() {
+            tracing::warn!(
+                ?moved,
+                "manifests of checkpoints that do not verify set aside"
+            );
+        }
+        recovery::retract(report, sinks)
     }
 
     /// Wires one instance: its coordinator link, and what it restores.

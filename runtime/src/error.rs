@@ -68,7 +68,7 @@ pub enum BuildError {
          Checkpoints skipped: [{skipped}]. Repair the checkpoint directory, or set \
          CheckpointConfig::accept_duplicates_on_fallback to accept duplicates for this recovery",
         restored = restored_epoch.map_or_else(|| "none".to_string(), |e| e.to_string()),
-        first_at_risk = restored_epoch.map_or(0, |e| e + 1),
+        first_at_risk = restored_epoch.map_or(1, |e| e + 1),
         skipped = skipped.join("; ")
     )]
     RecoveryWouldDuplicate {

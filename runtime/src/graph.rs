@@ -336,13 +336,13 @@ impl Pipeline {
         } else {
             None
         };
+        let sinks: Vec<_> = g
+            .nodes
+            .iter()
+            .filter_map(|n| n.probe.as_deref().map(|p| (&n.logical, p)))
+            .collect();
         if let Some(setup) = ckpt.as_mut() {
-            let sinks: Vec<_> = g
-                .nodes
-                .iter()
-                .filter_map(|n| n.probe.as_deref().map(|p| (&n.logical, p)))
-                .collect();
-            setup.reconcile_sinks(&sinks)?;
+            setup.check_sinks(&sinks)?;
         }
         let n = g.nodes.len();
         let mut outputs: Vec<Vec<Vec<Box<dyn Any + Send>>>> = g
@@ -417,6 +417,12 @@ impl Pipeline {
                 ));
             }
         }
+        // Everything is restored: only now may recovery change what sinks
+        // made visible.
+        if let Some(setup) = ckpt.as_mut() {
+            setup.apply_recovery(&sinks)?;
+        }
+        drop(sinks);
         let bound = logical.in_flight_bound(&config);
         let mut checkpoint_stats = None;
         if let Some(setup) = ckpt {

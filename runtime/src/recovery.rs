@@ -26,6 +26,15 @@
 //! output never takes the name of output already committed or quarantined.
 //! The outcome is logged and kept in [`RecoveryReport`]
 //! (`CheckpointStats::recovery`).
+//!
+//! # Order of the steps
+//! [`check`] runs before the state backends are restored and changes
+//! nothing, so a refused (or otherwise failed) start leaves the output as
+//! it was. Only when everything else of the start succeeded does the
+//! runtime set aside the manifests recovery skipped
+//! (`CheckpointStore::set_aside`, so no later start can restore them and
+//! lose what this one commits) and then [`retract`]. A crash between the
+//! steps is safe: the next start makes the same decision again.
 
 use std::marker::PhantomData;
 
@@ -126,12 +135,15 @@ fn probe_error(node: &LogicalNode, instance: usize, e: OperatorError) -> BuildEr
     ))
 }
 
-/// Applies the rule of the module doc to every instance of `sinks`.
+/// Checks every instance of `sinks` against the restored epoch (the rule of
+/// the module doc) without changing anything: the report lists the sinks
+/// ahead, none retracted yet. Call [`retract`] once the rest of the start
+/// succeeded.
 ///
 /// # Errors
-/// [`BuildError::RecoveryWouldDuplicate`] (nothing was retracted then), or
-/// [`BuildError::Checkpoint`] when a sink's output cannot be read or moved.
-pub(crate) fn reconcile_sinks(
+/// [`BuildError::RecoveryWouldDuplicate`], or [`BuildError::Checkpoint`]
+/// when a sink's output cannot be read.
+pub(crate) fn check(
     restoring: Restoring,
     sinks: &[(&LogicalNode, &dyn SinkProbe)],
 ) -> Result<RecoveryReport, BuildError> {
@@ -141,39 +153,53 @@ pub(crate) fn reconcile_sinks(
         skipped: restoring.skipped,
         ..RecoveryReport::default()
     };
-    let mut ahead = Vec::new();
     for (node, probe) in sinks {
         for instance in 0..node.parallelism {
-            let ctx = SinkContext {
-                name: node.name.clone(),
-                instance,
-                parallelism: node.parallelism,
-            };
             let committed = probe
-                .committed_epoch(&ctx)
+                .committed_epoch(&context(node, instance))
                 .map_err(|e| probe_error(node, instance, e))?;
-            if let Some(c) = committed {
-                report.highest_committed_epoch = report.highest_committed_epoch.max(Some(c));
-                if c > restored {
-                    ahead.push((*node, *probe, ctx, c));
-                }
+            let Some(c) = committed else { continue };
+            report.highest_committed_epoch = report.highest_committed_epoch.max(Some(c));
+            if c <= restored {
+                continue;
             }
-        }
-    }
-    // Refuse before touching anything.
-    if !restoring.accept_duplicates {
-        if let Some((node, _, ctx, c)) = ahead.iter().find(|(_, p, _, _)| !p.can_retract()) {
-            return Err(BuildError::RecoveryWouldDuplicate {
+            if !probe.can_retract() && !restoring.accept_duplicates {
+                return Err(BuildError::RecoveryWouldDuplicate {
+                    sink: node.name.clone(),
+                    instance,
+                    committed_epoch: c,
+                    restored_epoch: report.restored_epoch,
+                    skipped: report.skipped.clone(),
+                });
+            }
+            report.sinks_ahead.push(SinkAhead {
                 sink: node.name.clone(),
-                instance: ctx.instance,
-                committed_epoch: *c,
-                restored_epoch: report.restored_epoch,
-                skipped: report.skipped.clone(),
+                instance,
+                committed_epoch: c,
+                retracted: None,
             });
         }
     }
-    for (node, probe, ctx, committed_epoch) in ahead {
-        let retracted = if probe.can_retract() {
+    Ok(report)
+}
+
+/// Has every sink instance ahead in `report` that can retract take back
+/// its epochs after the restored one, and records what each moved; the
+/// others are logged as committing those epochs again (accepted).
+///
+/// # Errors
+/// [`BuildError::Checkpoint`] when a sink's output cannot be moved.
+pub(crate) fn retract(
+    report: &mut RecoveryReport,
+    sinks: &[(&LogicalNode, &dyn SinkProbe)],
+) -> Result<(), BuildError> {
+    let restored = report.restored_epoch.unwrap_or(0);
+    for ahead in &mut report.sinks_ahead {
+        let Some((node, probe)) = sinks.iter().find(|(n, _)| n.name == ahead.sink) else {
+            continue;
+        };
+        let ctx = context(node, ahead.instance);
+        if probe.can_retract() {
             let r = probe
                 .retract_after(&ctx, restored)
                 .map_err(|e| probe_error(node, ctx.instance, e))?;
@@ -181,33 +207,45 @@ pub(crate) fn reconcile_sinks(
                 sink = %node.name,
                 instance = ctx.instance,
                 restored,
-                committed_epoch,
+                committed_epoch = ahead.committed_epoch,
                 epochs = ?r.epochs,
                 items = ?r.items,
                 moved_to = %r.moved_to,
                 "recovery restored an older checkpoint than this sink had committed: \
                  its later epochs were moved aside and will be committed once by the replay"
             );
-            Some(r)
+            ahead.retracted = Some(r);
         } else {
             tracing::warn!(
                 sink = %node.name,
                 instance = ctx.instance,
                 restored,
-                committed_epoch,
+                committed_epoch = ahead.committed_epoch,
                 "recovery restored an older checkpoint than this sink had committed and it \
                  cannot retract: epochs after the restored one will be committed again \
                  (accept_duplicates_on_fallback is set)"
             );
-            None
-        };
-        report.sinks_ahead.push(SinkAhead {
-            sink: node.name.clone(),
-            instance: ctx.instance,
-            committed_epoch,
-            retracted,
-        });
+        }
     }
+    Ok(())
+}
+
+fn context(node: &LogicalNode, instance: usize) -> SinkContext {
+    SinkContext {
+        name: node.name.clone(),
+        instance,
+        parallelism: node.parallelism,
+    }
+}
+
+/// [`check`], then [`retract`] at once (tests).
+#[cfg(test)]
+fn reconcile_sinks(
+    restoring: Restoring,
+    sinks: &[(&LogicalNode, &dyn SinkProbe)],
+) -> Result<RecoveryReport, BuildError> {
+    let mut report = check(restoring, sinks)?;
+    retract(&mut report, sinks)?;
     Ok(report)
 }
 

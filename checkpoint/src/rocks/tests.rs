@@ -30,6 +30,9 @@ fn fixture_with(disable_auto_compactions: bool) -> Fixture {
             write_buffer_size: 4 << 20,
             block_cache_bytes: 8 << 20,
             disable_auto_compactions,
+            // Incremental only: these tests check exactly which files a
+            // checkpoint references (full snapshots have a test of their own).
+            full_snapshot_every: 0,
             ..RocksConfig::default()
         },
     );
@@ -478,12 +481,30 @@ fn a_full_snapshot_every_n_epochs_starts_a_chain_sharing_no_file() {
     assert!(handles[2].bytes_written < handles[2].total_bytes());
     drop(b);
 
-    // A restored open continues the restored chain: its first snapshot
-    // references the restored SSTs.
+    // A restored open starts a new chain at once (the restored chain's age
+    // is unknown); the next snapshot continues it.
     let mut r = factory
         .open(&task(), Some(&handles[3]), Some(&store))
         .unwrap();
     fill(r.as_mut(), 0..10, "r");
-    let h = r.snapshot().unwrap().persist(&store, &task(), 5).unwrap();
-    assert!(!ssts(&h).is_disjoint(&ssts(&handles[3])));
+    let h5 = r.snapshot().unwrap().persist(&store, &task(), 5).unwrap();
+    assert!(ssts(&h5).is_disjoint(&ssts(&handles[3])));
+    let h6 = r.snapshot().unwrap().persist(&store, &task(), 6).unwrap();
+    assert!(!ssts(&h6).is_disjoint(&ssts(&h5)));
+    drop(r);
+
+    // With full snapshots off, a restored open continues the restored chain.
+    let off = RocksBackendFactory::with_config(
+        dir.path().join("local-off"),
+        RocksConfig {
+            write_buffer_size: 4 << 20,
+            block_cache_bytes: 8 << 20,
+            disable_auto_compactions: true,
+            full_snapshot_every: 0,
+            ..RocksConfig::default()
+        },
+    );
+    let mut r = off.open(&task(), Some(&h6), Some(&store)).unwrap();
+    let h7 = r.snapshot().unwrap().persist(&store, &task(), 7).unwrap();
+    assert!(!ssts(&h7).is_disjoint(&ssts(&h6)));
 }

@@ -505,3 +505,38 @@ fn retention_keeps_a_checkpoint_independent_of_the_newest_chain() {
     let r = one.write_manifest(&manifest(3, b)).unwrap();
     assert_eq!(r.retained, vec![3]);
 }
+
+#[test]
+fn set_aside_moves_skipped_manifests_out_of_recovery_and_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    complete(&s, 1..=3);
+    flip_byte(&s.manifest_path(3), 10);
+    let r = s.recover().unwrap();
+    assert_eq!(r.manifest.as_ref().map(|m| m.epoch), Some(2));
+    let moved = s.set_aside(&[3, 7]).unwrap();
+    assert_eq!(moved.len(), 1, "epoch 7 has no manifest: nothing to move");
+    assert!(moved[0].starts_with(dir.path().join("chk/manifests/skipped")));
+    assert!(moved[0].exists() && !s.manifest_path(3).exists());
+    assert_eq!(s.manifest_epochs().unwrap(), vec![1, 2]);
+    // Repaired or not, it is never restored again; garbage collection
+    // leaves it alone.
+    let r = s.recover().unwrap();
+    assert_eq!(r.manifest.as_ref().map(|m| m.epoch), Some(2));
+    assert!(r.warnings.is_empty());
+    s.collect_garbage().unwrap();
+    assert!(moved[0].exists());
+}
+
+#[test]
+fn only_damage_makes_recovery_fall_back() {
+    use std::io::ErrorKind;
+    let damage = Error::Corrupt {
+        path: "x".into(),
+        reason: "crc".into(),
+    };
+    assert!(damage.is_damage());
+    assert!(Error::Missing { path: "x".into() }.is_damage());
+    let busy = Error::io("x", std::io::Error::from(ErrorKind::PermissionDenied));
+    assert!(!busy.is_damage());
+}

@@ -66,10 +66,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<StagedEpoch>, OperatorError> {
 /// # Errors
 /// The file is unreadable, or its size or CRC32 differ: the error names it.
 pub(crate) fn verify(path: &Path, record: &StagedEpoch) -> Result<(), OperatorError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| OperatorError::new(format!("file sink: reading {}: {e}", path.display())))?;
-    let crc = crc32fast::hash(&bytes);
-    if bytes.len() as u64 != record.size || crc != record.crc32 {
+    let sum = eddy_checkpoint::durable::checksum_file(path)
+        .map_err(|e| OperatorError::new(format!("file sink: {e}")))?;
+    let (size, crc) = (sum.size, sum.crc32);
+    if size != record.size || crc != record.crc32 {
         return Err(OperatorError::new(format!(
             "file sink: staged output {} does not match the checkpoint's record \
              (expected {} bytes, CRC32 {:08x}; found {} bytes, CRC32 {crc:08x}): \
@@ -77,7 +77,7 @@ pub(crate) fn verify(path: &Path, record: &StagedEpoch) -> Result<(), OperatorEr
             path.display(),
             record.size,
             record.crc32,
-            bytes.len()
+            size
         )));
     }
     Ok(())
