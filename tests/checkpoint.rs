@@ -75,11 +75,11 @@ fn union_and_shuffle_align_markers_and_commit_the_exact_answer() {
     }
 }
 
-fn keyed_count_pipeline(
+fn keyed_count_pipeline<S: Sink<(u64, u64)> + Clone>(
     dir: &Path,
     parallelism: usize,
     limit: u64,
-    out: CollectSink<(u64, u64)>,
+    out: S,
 ) -> Pipeline {
     let p = Pipeline::with_config(config(dir, 10));
     p.source(
@@ -102,28 +102,10 @@ fn keyed_count_pipeline(
 
 /// generator -> key_by -> count -> exactly-once file sink under `dir/out`.
 fn keyed_count_into_files(dir: &Path, limit: u64) -> Pipeline {
-    let p = Pipeline::with_config(config(dir, 10));
-    p.source(
-        "gen",
-        GeneratorSource::new(GeneratorConfig {
-            key_space: 10,
-            limit: Some(limit),
-            rate_per_sec: Some(200_000),
-            ..Default::default()
-        }),
-    )
-    .set_parallelism(2)
-    .key_by(|e: &GenEvent| e.key)
-    .count()
-    .set_parallelism(2)
-    .sink(
-        "out",
-        FileSink::new(dir.join("out"), Delivery::ExactlyOnce, |r: &(u64, u64)| {
-            format!("{},{}", r.0, r.1)
-        }),
-    )
-    .set_parallelism(2);
-    p
+    let files = FileSink::new(dir.join("out"), Delivery::ExactlyOnce, |r: &(u64, u64)| {
+        format!("{},{}", r.0, r.1)
+    });
+    keyed_count_pipeline(dir, 2, limit, files)
 }
 
 /// The newest checkpoint's epochs were already committed by the file sink;

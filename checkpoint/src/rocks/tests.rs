@@ -21,20 +21,25 @@ fn fixture() -> Fixture {
     fixture_with(true)
 }
 
+/// Small RocksDB instances for tests.
+fn small(disable_auto_compactions: bool, full_snapshot_every: u32) -> RocksConfig {
+    RocksConfig {
+        write_buffer_size: 4 << 20,
+        block_cache_bytes: 8 << 20,
+        disable_auto_compactions,
+        full_snapshot_every,
+        ..RocksConfig::default()
+    }
+}
+
 fn fixture_with(disable_auto_compactions: bool) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = CheckpointStore::open(dir.path().join("store")).unwrap();
+    // Incremental only: these tests check exactly which files a checkpoint
+    // references (full snapshots have a test of their own).
     let factory = RocksBackendFactory::with_config(
         dir.path().join("local"),
-        RocksConfig {
-            write_buffer_size: 4 << 20,
-            block_cache_bytes: 8 << 20,
-            disable_auto_compactions,
-            // Incremental only: these tests check exactly which files a
-            // checkpoint references (full snapshots have a test of their own).
-            full_snapshot_every: 0,
-            ..RocksConfig::default()
-        },
+        small(disable_auto_compactions, 0),
     );
     Fixture {
         _dir: dir,
@@ -441,16 +446,7 @@ fn ten_million_keys_checkpoint_and_restore_through_a_small_cache() {
 fn a_full_snapshot_every_n_epochs_starts_a_chain_sharing_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let store = CheckpointStore::open(dir.path().join("store")).unwrap();
-    let factory = RocksBackendFactory::with_config(
-        dir.path().join("local"),
-        RocksConfig {
-            write_buffer_size: 4 << 20,
-            block_cache_bytes: 8 << 20,
-            disable_auto_compactions: true,
-            full_snapshot_every: 3,
-            ..RocksConfig::default()
-        },
-    );
+    let factory = RocksBackendFactory::with_config(dir.path().join("local"), small(true, 3));
     let mut b = factory.open(&task(), None, Some(&store)).unwrap();
     let mut handles = Vec::new();
     for epoch in 1..=4 {
@@ -494,16 +490,7 @@ fn a_full_snapshot_every_n_epochs_starts_a_chain_sharing_no_file() {
     drop(r);
 
     // With full snapshots off, a restored open continues the restored chain.
-    let off = RocksBackendFactory::with_config(
-        dir.path().join("local-off"),
-        RocksConfig {
-            write_buffer_size: 4 << 20,
-            block_cache_bytes: 8 << 20,
-            disable_auto_compactions: true,
-            full_snapshot_every: 0,
-            ..RocksConfig::default()
-        },
-    );
+    let off = RocksBackendFactory::with_config(dir.path().join("local-off"), small(true, 0));
     let mut r = off.open(&task(), Some(&h6), Some(&store)).unwrap();
     let h7 = r.snapshot().unwrap().persist(&store, &task(), 7).unwrap();
     assert!(!ssts(&h7).is_disjoint(&ssts(&h6)));

@@ -21,6 +21,18 @@ fn store(dir: &tempfile::TempDir) -> CheckpointStore {
     CheckpointStore::open(dir.path().join("chk")).unwrap()
 }
 
+/// A store at `root` keeping `retain` checkpoints.
+fn retaining(root: &Path, retain: usize) -> CheckpointStore {
+    CheckpointStore::open_with(
+        root,
+        StoreOptions {
+            retain,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
 /// Persists a memory backend holding `value` under key `k` as `epoch`'s
 /// snapshot of `task()`.
 fn persist(store: &CheckpointStore, epoch: u64, value: &[u8]) -> StateHandle {
@@ -252,14 +264,7 @@ fn a_flipped_snapshot_byte_is_caught_at_restore_even_without_checksum_verificati
 #[test]
 fn retention_keeps_the_last_n_and_collects_unreferenced_files() {
     let dir = tempfile::tempdir().unwrap();
-    let s = CheckpointStore::open_with(
-        dir.path(),
-        StoreOptions {
-            retain: 2,
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let s = retaining(dir.path(), 2);
     complete(&s, 1..=4);
     // Leftovers of a crash: an aborted epoch's snapshot file, a torn temp
     // file, a temporary manifest.
@@ -305,14 +310,7 @@ fn retention_keeps_the_last_n_and_collects_unreferenced_files() {
 #[test]
 fn files_reserved_by_an_in_flight_epoch_survive_collection() {
     let dir = tempfile::tempdir().unwrap();
-    let s = CheckpointStore::open_with(
-        dir.path(),
-        StoreOptions {
-            retain: 1,
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let s = retaining(dir.path(), 1);
     complete(&s, 1..=1);
     // Epoch 3's snapshot is persisted before epoch 2 completes.
     let h3 = persist(&s, 3, b"v3");
@@ -454,14 +452,7 @@ fn restore_needs_a_store_and_a_matching_backend() {
 #[test]
 fn retention_keeps_a_checkpoint_independent_of_the_newest_chain() {
     let dir = tempfile::tempdir().unwrap();
-    let s = CheckpointStore::open_with(
-        dir.path(),
-        StoreOptions {
-            retain: 2,
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let s = retaining(dir.path(), 2);
     // Two chains of incremental checkpoints: 1..=3 share file `a`, 4..=6
     // share file `b`.
     let a = persist(&s, 1, b"a");
@@ -490,14 +481,7 @@ fn retention_keeps_a_checkpoint_independent_of_the_newest_chain() {
     assert_eq!(restored_value(&s, r.manifest.as_ref().unwrap()), b"a");
 
     // With retain 1 no fallback is asked for, and none is kept.
-    let one = CheckpointStore::open_with(
-        dir.path().join("one"),
-        StoreOptions {
-            retain: 1,
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let one = retaining(&dir.path().join("one"), 1);
     let a = persist(&one, 1, b"a");
     one.write_manifest(&manifest(1, a)).unwrap();
     let b = persist(&one, 2, b"b");
