@@ -73,6 +73,27 @@ enum Command {
         #[arg(long)]
         accept_duplicates_on_fallback: bool,
     },
+    /// An external load generator: listens on a loopback port and writes
+    /// `created_us,seq,key` lines to every client at a fixed rate, stamped
+    /// with their scheduled time (no coordinated omission); reports per
+    /// second on stderr how far behind schedule it is.
+    Loadgen {
+        /// Address to listen on (port 0: a free port, printed on stdout).
+        #[arg(long, default_value = "127.0.0.1:9999")]
+        addr: String,
+        /// Lines per second per connection (0: as fast as the client reads).
+        #[arg(long, default_value_t = 100_000)]
+        rate: u64,
+        /// Distinct keys.
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+        /// Lines per connection (default: until the client disconnects).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Exit after serving this many connections (default: never).
+        #[arg(long)]
+        connections: Option<u64>,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -284,6 +305,23 @@ fn main() -> anyhow::Result<()> {
                 if let Some(r) = stats.recovery.filter(|r| !r.sinks_ahead.is_empty()) {
                     println!("recovery: {}", serde_json::to_string(&r)?);
                 }
+                Ok(())
+            }
+            Command::Loadgen {
+                addr,
+                rate,
+                keys,
+                limit,
+                connections,
+            } => {
+                let config = eddy::loadgen::LoadgenConfig {
+                    addr,
+                    rate,
+                    keys,
+                    limit,
+                    connections,
+                };
+                tokio::task::spawn_blocking(move || eddy::loadgen::serve(&config)).await??;
                 Ok(())
             }
             Command::Bench { which } => match which {

@@ -1,0 +1,69 @@
+//! The external load generator (`eddy loadgen`) as a real child process,
+//! read by a query through `TcpLineSource`: every line arrives, in order,
+//! each stamped with its scheduled time (line `seq` at `seq / rate` after the
+//! first), whatever the delays of writing and reading.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use eddy::connectors::tcp::{TcpEvent, TcpLineSource};
+use eddy::prelude::*;
+
+mod common;
+use common::runtime;
+
+#[test]
+fn lines_arrive_in_order_stamped_with_their_scheduled_time() {
+    const RATE: u64 = 20_000;
+    const LINES: u64 = 5_000;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args([
+            "loadgen",
+            "--addr",
+            "127.0.0.1:0",
+            "--rate",
+            &RATE.to_string(),
+            "--keys",
+            "100",
+            "--limit",
+            &LINES.to_string(),
+            "--connections",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn eddy loadgen");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
+
+    let out = CollectSink::new();
+    runtime().block_on(async {
+        let p = Pipeline::new();
+        p.source("tcp", TcpLineSource::new(addr.clone()))
+            .sink("out", out.clone());
+        p.start().unwrap().await_termination().await.unwrap();
+    });
+    assert!(child.wait().unwrap().success());
+
+    let events: Vec<TcpEvent> = out.values();
+    assert_eq!(events.len() as u64, LINES);
+    let t0 = events[0].created_us;
+    for (i, e) in events.iter().enumerate() {
+        let i = i as u64;
+        assert_eq!(e.seq, i, "in order, none missing");
+        assert!(e.key < 100);
+        assert_eq!(
+            e.created_us - t0,
+            i * 1_000_000 / RATE,
+            "line {i} carries its scheduled time"
+        );
+    }
+}
