@@ -158,6 +158,67 @@ fn write_lines(stream: TcpStream, config: &LoadgenConfig, id: usize) -> io::Resu
     out.flush()
 }
 
+/// `eddy loadgen` running as a child process on a free loopback port;
+/// killed when dropped.
+pub struct LoadgenProcess {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl LoadgenProcess {
+    /// Starts `exe loadgen` (the `eddy` binary) serving `connections`
+    /// clients at `rate` lines per second each, and waits until it listens.
+    ///
+    /// # Errors
+    /// The process cannot start, or does not say where it listens.
+    pub fn spawn(
+        exe: &std::path::Path,
+        rate: u64,
+        keys: u64,
+        connections: u64,
+    ) -> io::Result<Self> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(exe)
+            .args([
+                "loadgen",
+                "--addr",
+                "127.0.0.1:0",
+                "--rate",
+                &rate.to_string(),
+            ])
+            .args([
+                "--keys",
+                &keys.to_string(),
+                "--connections",
+                &connections.to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let mut first = String::new();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        io::BufReader::new(stdout).read_line(&mut first)?;
+        let Some(addr) = first.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            return Err(io::Error::other(format!("eddy loadgen said {first:?}")));
+        };
+        let addr = addr.to_string();
+        Ok(Self { child, addr })
+    }
+
+    /// Where it listens (`127.0.0.1:PORT`).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+}
+
+impl Drop for LoadgenProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -213,7 +213,9 @@ struct LatencyArgs {
     #[arg(long)]
     no_checkpoints: bool,
     /// Read records from an external load generator instead
-    /// (tcp://127.0.0.1:PORT; lines `create_us,seq,key`).
+    /// (tcp://127.0.0.1:PORT; lines `create_us,seq,key`), or `loadgen`: start
+    /// `eddy loadgen` as a child process for every cell, at the cell's rate
+    /// (one connection per source instance), and read through the socket.
     #[arg(long)]
     input: Option<String>,
     /// Write the results as a JSON array here.
@@ -466,7 +468,9 @@ async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
         .iter()
         .map(|m| parse_mode(m))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let spawn_loadgen = args.input.as_deref() == Some("loadgen");
     let input = match &args.input {
+        Some(_) if spawn_loadgen => Input::Generator,
         Some(a) => Input::Tcp(a.clone()),
         None => Input::Generator,
     };
@@ -486,18 +490,45 @@ async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
         "{:<16} {:<18} {:>9} {:>10} {:>10} {:>10} {:>10} {:>11} sustained",
         "workload", "mode", "rate", "p50", "p99", "p99.9", "max", "achieved"
     );
+    let exe = std::env::current_exe()?;
     let run_cell = |workload: Workload, trigger: Trigger, rate: Option<u64>, seconds: u64| {
-        run_latency_cell(LatencyRun {
-            workload,
-            trigger,
-            rate,
-            duration: Duration::from_secs(seconds),
-            warmup: Duration::from_secs(args.warmup),
-            parallelism: args.parallelism,
-            input: input.clone(),
-            checkpoints: !args.no_checkpoints,
-            max_records_per_batch: args.max_records_per_batch,
-        })
+        // With `--input loadgen`, a generator process per cell, at the
+        // cell's rate split over the source instances; killed after it.
+        let loadgen = match (spawn_loadgen, rate) {
+            (true, Some(r)) => {
+                let p = args.parallelism.max(1) as u64;
+                Some(eddy::loadgen::LoadgenProcess::spawn(
+                    &exe,
+                    r.div_ceil(p),
+                    10_000,
+                    p,
+                ))
+            }
+            _ => None,
+        };
+        let cell_input = match &loadgen {
+            Some(Ok(g)) => Input::Tcp(format!("tcp://{}", g.addr())),
+            _ => input.clone(),
+        };
+        async move {
+            if let Some(Err(e)) = &loadgen {
+                anyhow::bail!("starting eddy loadgen: {e}");
+            }
+            let result = run_latency_cell(LatencyRun {
+                workload,
+                trigger,
+                rate,
+                duration: Duration::from_secs(seconds),
+                warmup: Duration::from_secs(args.warmup),
+                parallelism: args.parallelism,
+                input: cell_input,
+                checkpoints: !args.no_checkpoints,
+                max_records_per_batch: args.max_records_per_batch,
+            })
+            .await;
+            drop(loadgen);
+            result
+        }
     };
     let mut results = Vec::new();
     let total = cells.len();
@@ -513,7 +544,7 @@ async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
         results.push(run_cell(workload, trigger, rate, args.seconds).await?);
     }
     let mut ceilings = Vec::new();
-    let searched = !args.no_ceiling && matches!(input, Input::Generator);
+    let searched = !args.no_ceiling && !spawn_loadgen && matches!(input, Input::Generator);
     if searched {
         let first_grid = args.ceiling_rates.iter().copied().min().unwrap_or(0);
         for &w in &workloads {

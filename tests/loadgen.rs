@@ -67,3 +67,46 @@ fn lines_arrive_in_order_stamped_with_their_scheduled_time() {
         );
     }
 }
+
+/// `eddy bench latency --input loadgen` starts a generator process per cell
+/// at the cell's rate and measures through the socket.
+#[test]
+fn the_latency_harness_measures_through_its_own_generator_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("latency.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args([
+            "bench",
+            "latency",
+            "--input",
+            "loadgen",
+            "--workloads",
+            "w1",
+            "--modes",
+            "continuous",
+            "--rates",
+            "5000",
+            "--seconds",
+            "1",
+            "--warmup",
+            "1",
+            "--no-ceiling",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(results.len(), 1);
+    let r = &results[0];
+    assert_eq!(r["rate"], 5000);
+    // Records flowed through the socket and were measured.
+    assert!(r["achieved_rate"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["p50_us"].as_f64().unwrap() > 0.0, "{r}");
+}
