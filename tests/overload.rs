@@ -251,16 +251,7 @@ fn expected_counts(n: u64) -> HashMap<u64, u64> {
 /// Reads the committed lines one at a time (they can be many): per key, the
 /// updates are 1, 2, ..., n in order and n is the expected count.
 fn check_files(out: &Path, expected: &HashMap<u64, u64>, config: &str) {
-    let mut parts: Vec<PathBuf> = std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("part-") && n.ends_with(".txt"))
-        })
-        .collect();
-    parts.sort();
+    let parts = FileSink::<()>::committed_parts(out).unwrap();
     let mut last: HashMap<u64, u64> = HashMap::new();
     for part in parts {
         let file = std::io::BufReader::new(std::fs::File::open(&part).unwrap());

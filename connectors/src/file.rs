@@ -237,9 +237,10 @@ impl<T> FileSink<T> {
         Ok(())
     }
 
-    /// Every committed line in `dir`, per instance in epoch order, instances
-    /// one after the other.
-    pub fn read_committed(dir: &Path) -> std::io::Result<Vec<String>> {
+    /// The committed part files in `dir`, in reading order: per instance in
+    /// epoch order, instances one after the other (for readers that stream
+    /// large outputs instead of [`read_committed`](Self::read_committed)).
+    pub fn committed_parts(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         let mut parts: Vec<PathBuf> = fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
@@ -249,8 +250,14 @@ impl<T> FileSink<T> {
             })
             .collect();
         parts.sort();
+        Ok(parts)
+    }
+
+    /// Every committed line in `dir`, per instance in epoch order, instances
+    /// one after the other.
+    pub fn read_committed(dir: &Path) -> std::io::Result<Vec<String>> {
         let mut lines = Vec::new();
-        for p in parts {
+        for p in Self::committed_parts(dir)? {
             lines.extend(fs::read_to_string(&p)?.lines().map(String::from));
         }
         Ok(lines)
