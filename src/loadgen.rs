@@ -19,6 +19,8 @@ use std::io::{self, BufWriter, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::connectors::generator::mix;
+
 /// How the generator runs.
 #[derive(Debug, Clone)]
 pub struct LoadgenConfig {
@@ -32,14 +34,6 @@ pub struct LoadgenConfig {
     pub limit: Option<u64>,
     /// Serve this many connections, then exit; `None`: forever.
     pub connections: Option<u64>,
-}
-
-/// Splitmix64: a well-mixed pure function of `seq`.
-fn mix(seq: u64) -> u64 {
-    let mut z = seq.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 fn unix_us() -> u64 {

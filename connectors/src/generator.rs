@@ -69,8 +69,9 @@ impl Default for GeneratorConfig {
     }
 }
 
-/// Splitmix64: a fast, well-mixed pure function of `seq`.
-fn mix(seq: u64) -> u64 {
+/// Splitmix64: a fast, well-mixed pure function of `seq` (also how the
+/// load generator and benchmarks spread keys).
+pub fn mix(seq: u64) -> u64 {
     let mut z = seq.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
