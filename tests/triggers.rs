@@ -243,7 +243,7 @@ impl Source<u64> for ArrivalsSource {
 }
 
 /// Passes records through; the state flush that begins at the marker of
-/// epoch `slow_epoch` takes `cost` on tokio's clock: [`Operator::flush_step`]
+/// epoch `slow_epoch` takes `cost` on tokio's clock: [`ManagedState::flush_step`](eddy_checkpoint::ManagedState::flush_step)
 /// says "not yet" until then (the runtime steps it between input batches
 /// until it is done, and the batch waits for this task's ack). CPU work
 /// takes no time on a paused clock, so whoever runs the test moves the
@@ -254,9 +254,37 @@ impl Source<u64> for ArrivalsSource {
 #[derive(Clone)]
 struct SlowFlush {
     slow_epoch: u64,
+    table: SlowTable,
+}
+
+/// The "table" of [`SlowFlush`]: the runtime begins its flush at every
+/// marker and steps it until it says it is written.
+#[derive(Clone)]
+struct SlowTable {
     cost: Duration,
     begun: Arc<tokio::sync::Notify>,
+    slow_next: bool,
     flushing_since: Option<tokio::time::Instant>,
+}
+
+impl eddy_checkpoint::ManagedState for SlowTable {
+    fn begin_flush(&mut self) -> eddy_checkpoint::Result<()> {
+        if std::mem::take(&mut self.slow_next) {
+            self.flushing_since = Some(tokio::time::Instant::now());
+            self.begun.notify_one();
+        }
+        Ok(())
+    }
+
+    fn flush_step(&mut self, _budget: usize) -> eddy_checkpoint::Result<bool> {
+        match self.flushing_since {
+            Some(since) if since.elapsed() < self.cost => Ok(false),
+            _ => {
+                self.flushing_since = None;
+                Ok(true)
+            }
+        }
+    }
 }
 
 impl Operator<u64, u64> for SlowFlush {
@@ -269,22 +297,17 @@ impl Operator<u64, u64> for SlowFlush {
         Ok(())
     }
 
-    fn on_marker(&mut self, epoch: u64) -> Result<(), OperatorError> {
-        if epoch == self.slow_epoch {
-            self.flushing_since = Some(tokio::time::Instant::now());
-            self.begun.notify_one();
-        }
+    fn on_marker(
+        &mut self,
+        epoch: u64,
+        _out: &mut Collector<'_, u64>,
+    ) -> Result<(), OperatorError> {
+        self.table.slow_next = epoch == self.slow_epoch;
         Ok(())
     }
 
-    fn flush_step(&mut self, _budget: usize) -> Result<bool, OperatorError> {
-        match self.flushing_since {
-            Some(since) if since.elapsed() < self.cost => Ok(false),
-            _ => {
-                self.flushing_since = None;
-                Ok(true)
-            }
-        }
+    fn tables(&mut self) -> Vec<&mut dyn eddy_checkpoint::ManagedState> {
+        vec![&mut self.table]
     }
 }
 
@@ -320,9 +343,12 @@ async fn an_overrunning_batch_is_followed_at_once_by_the_next() {
             "slow-flush",
             SlowFlush {
                 slow_epoch: 1,
-                cost: Duration::from_millis(COST),
-                begun: begun.clone(),
-                flushing_since: None,
+                table: SlowTable {
+                    cost: Duration::from_millis(COST),
+                    begun: begun.clone(),
+                    slow_next: false,
+                    flushing_since: None,
+                },
             },
         )
         .sink("out", out.clone());

@@ -8,6 +8,7 @@
 //! - [`table`]: [`KeyedTable`], a typed cache of hot and dirty entries in front
 //!   of a backend; dirty entries reach the backend as one write batch at each
 //!   epoch marker.
+//! - [`managed`]: [`ManagedState`], what the runtime flushes at markers.
 //! - [`map`]: [`MapTable`] — map state (per key, user key -> value) over a
 //!   [`KeyedTable`] with composite keys; [`SharedBackend`] lets several tables
 //!   of one task share its backend.
@@ -83,6 +84,7 @@ pub mod codec;
 pub mod durable;
 pub mod error;
 pub mod frame;
+pub mod managed;
 pub mod manifest;
 pub mod map;
 pub mod rocks;
@@ -93,6 +95,7 @@ pub mod tracker;
 
 pub use backend::{Frozen, MemoryBackend, SharedBackend, StateBackend, WriteOp};
 pub use error::{Error, Result};
+pub use managed::ManagedState;
 pub use manifest::{Manifest, OperatorShape, TaskId, TaskSnapshot};
 pub use map::MapTable;
 pub use rocks::{RocksBackend, RocksBackendFactory, RocksConfig};

@@ -44,6 +44,12 @@ where
         self
     }
 
+    /// The underlying table (flushing is the runtime's, through
+    /// [`ManagedState`](crate::ManagedState)).
+    pub fn table_mut(&mut self) -> &mut KeyedTable<(K, UK), V> {
+        &mut self.table
+    }
+
     /// The value under `(key, user_key)`.
     pub fn get(&mut self, key: &K, user_key: &UK) -> Result<Option<&V>> {
         self.table.get(&(key.clone(), user_key.clone()))

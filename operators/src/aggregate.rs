@@ -13,7 +13,7 @@ use std::marker::PhantomData;
 use std::ops::Add;
 use std::sync::Arc;
 
-use eddy_checkpoint::KeyedTable;
+use eddy_checkpoint::{KeyedTable, ManagedState};
 use eddy_runtime::{
     Collector, Data, KeyedStream, Operator, OperatorContext, OperatorError, Record, Stream,
 };
@@ -31,6 +31,13 @@ pub trait Aggregator<T>: Clone + Send + Sync + 'static {
     fn add(&self, acc: &mut Self::Acc, value: &T);
     /// The current result.
     fn result(&self, acc: &Self::Acc) -> Self::Out;
+
+    /// Merges `other` into `acc` (session windows merge when a record
+    /// bridges two sessions). Returns `false` when this aggregator cannot
+    /// merge; a session window then fails the query with a clear error.
+    fn merge(&self, _acc: &mut Self::Acc, _other: Self::Acc) -> bool {
+        false
+    }
 }
 
 /// What a key must be to key state: hashable, comparable, serialisable.
@@ -102,17 +109,12 @@ where
         Ok(())
     }
 
-    fn on_marker(&mut self, _epoch: u64) -> Result<(), OperatorError> {
-        self.table.as_mut().ok_or_else(not_open)?.begin_flush()?;
-        Ok(())
-    }
-
-    fn flush_step(&mut self, budget: usize) -> Result<bool, OperatorError> {
-        Ok(self
-            .table
+    fn tables(&mut self) -> Vec<&mut dyn ManagedState> {
+        self.table
             .as_mut()
-            .ok_or_else(not_open)?
-            .flush_step(budget)?)
+            .map(|t| t as &mut dyn ManagedState)
+            .into_iter()
+            .collect()
     }
 }
 
@@ -132,6 +134,10 @@ impl<T> Aggregator<T> for Count {
     fn result(&self, acc: &u64) -> u64 {
         *acc
     }
+    fn merge(&self, acc: &mut u64, other: u64) -> bool {
+        *acc += other;
+        true
+    }
 }
 
 /// Applies a field extractor before folding.
@@ -150,7 +156,7 @@ impl<F, N> Clone for Field<F, N> {
 }
 
 /// Sums a numeric field.
-pub struct Sum<F, N>(Field<F, N>);
+pub struct Sum<F, N>(pub(crate) Field<F, N>);
 impl<F, N> Clone for Sum<F, N> {
     fn clone(&self) -> Self {
         Sum(self.0.clone())
@@ -183,10 +189,14 @@ where
     fn result(&self, acc: &N) -> N {
         *acc
     }
+    fn merge(&self, acc: &mut N, other: N) -> bool {
+        *acc = *acc + other;
+        true
+    }
 }
 
 /// Keeps the smallest (`MAX == false`) or largest (`MAX == true`) field value.
-pub struct Extreme<F, N, const MAX: bool>(Field<F, N>);
+pub struct Extreme<F, N, const MAX: bool>(pub(crate) Field<F, N>);
 impl<F, N, const MAX: bool> Clone for Extreme<F, N, MAX> {
     fn clone(&self) -> Self {
         Extreme(self.0.clone())
@@ -226,10 +236,21 @@ where
     fn result(&self, acc: &Option<N>) -> N {
         acc.unwrap_or_default()
     }
+    fn merge(&self, acc: &mut Option<N>, other: Option<N>) -> bool {
+        let replace = match (acc.as_ref(), other.as_ref()) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(cur), Some(x)) => (MAX && x > cur) || (!MAX && x < cur),
+        };
+        if replace {
+            *acc = other;
+        }
+        true
+    }
 }
 
 /// Averages a field.
-pub struct Avg<F>(Arc<F>);
+pub struct Avg<F>(pub(crate) Arc<F>);
 impl<F> Clone for Avg<F> {
     fn clone(&self) -> Self {
         Avg(self.0.clone())
@@ -253,10 +274,15 @@ impl<T, F: Fn(&T) -> f64 + Send + Sync + 'static> Aggregator<T> for Avg<F> {
             acc.0 / acc.1 as f64
         }
     }
+    fn merge(&self, acc: &mut (f64, u64), other: (f64, u64)) -> bool {
+        acc.0 += other.0;
+        acc.1 += other.1;
+        true
+    }
 }
 
 /// Combines values pairwise.
-pub struct Reduce<F>(Arc<F>);
+pub struct Reduce<F>(pub(crate) Arc<F>);
 impl<F> Clone for Reduce<F> {
     fn clone(&self) -> Self {
         Reduce(self.0.clone())
@@ -281,6 +307,15 @@ where
     }
     fn result(&self, acc: &Option<T>) -> T {
         acc.clone().expect("result is read after add")
+    }
+    fn merge(&self, acc: &mut Option<T>, other: Option<T>) -> bool {
+        if let Some(o) = other {
+            *acc = Some(match acc.take() {
+                None => o,
+                Some(a) => (self.0)(&a, &o),
+            });
+        }
+        true
     }
 }
 
@@ -329,7 +364,7 @@ pub trait KeyedAggregations<T: Data, K: StateKey> {
         T: Serialize + DeserializeOwned;
 }
 
-fn field<F, N>(f: F) -> Field<F, N> {
+pub(crate) fn field<F, N>(f: F) -> Field<F, N> {
     Field {
         f: Arc::new(f),
         _n: PhantomData,
@@ -382,13 +417,15 @@ mod tests {
         let mut op = KeyedAggregate::new(Arc::new(|v: &(String, i64)| v.0.clone()), agg);
         let mut ctx = OperatorContext::for_test("t");
         Operator::<_, (String, A::Out)>::open(&mut op, &mut ctx).unwrap();
-        let mut out = Vec::new();
+        let mut out = eddy_runtime::Output::default();
+        let mut timers = eddy_runtime::TimerService::in_memory();
+        let clock = eddy_runtime::timers::ProcessingClock::new();
         for (k, v) in input {
-            let mut c = Collector::new(&mut out, 0, 0);
+            let mut c = Collector::new(&mut out, &mut timers, &clock, 0);
             op.process(Record::new((k.to_string(), *v)), &mut c)
                 .unwrap();
         }
-        out.into_iter().map(|r| r.value).collect()
+        out.main.into_iter().map(|r| r.value).collect()
     }
 
     const INPUT: &[(&str, i64)] = &[("a", 3), ("b", -1), ("a", 5), ("a", 1), ("b", 7)];

@@ -10,11 +10,16 @@
 //!   `aggregate` with an [`Aggregator`]). Each emits the key's updated result
 //!   for every input record (update mode); state lives in a
 //!   [`KeyedTable`](eddy_checkpoint::KeyedTable), flushed at every epoch marker.
+//! - [`window`]: [`Windowing`] — event-time tumbling, sliding and session
+//!   windows with allowed lateness, late records on a side output, append
+//!   and update output modes.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod aggregate;
 pub mod map;
+pub mod window;
 
 pub use aggregate::{Aggregator, KeyedAggregate, KeyedAggregations};
 pub use map::StreamOps;
+pub use window::{OutputMode, Window, WindowResult, Windowing, Windows};

@@ -363,12 +363,13 @@ impl CheckpointSetup {
             .collect();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let config = config.cloned().unwrap_or_else(|| CheckpointConfig::new(""));
-        // One snapshot thread per stateful instance: an instance's batch is
-        // applied at once, never queued behind another's file copies.
+        // One snapshot thread per operator instance (any of them may hold
+        // state): an instance's batch is applied at once, never queued
+        // behind another's file copies.
         let stateful: usize = logical
             .nodes
             .iter()
-            .filter(|n| matches!(n.kind, NodeKind::Operator) && n.keyed)
+            .filter(|n| matches!(n.kind, NodeKind::Operator))
             .map(|n| n.parallelism)
             .sum();
         let snapshots = match &store {
@@ -469,9 +470,17 @@ impl CheckpointSetup {
         }
         match node.kind {
             NodeKind::Source => build.restore_offset = restored.map(|t| t.meta.clone()),
-            NodeKind::Operator if node.keyed => {
-                let backend = self
-                    .factory
+            NodeKind::Operator => {
+                // Keyed state lives in the configured backend; state of an
+                // operator on a non-keyed stream (small by nature: per
+                // instance, not per key) in memory, snapshotted all the
+                // same, so it is never silently lost on recovery.
+                let factory: &dyn BackendFactory = if node.keyed {
+                    self.factory.as_ref()
+                } else {
+                    &MemoryBackendFactory
+                };
+                let backend = factory
                     .open(
                         &task,
                         restored.and_then(|t| t.state.as_ref()),
@@ -481,8 +490,8 @@ impl CheckpointSetup {
                         BuildError::Checkpoint(format!("restoring the state of {task}: {e}"))
                     })?;
                 build.state = Some(SharedBackend::new(backend));
+                build.restore_meta = restored.map(|t| t.meta.clone()).filter(|m| !m.is_empty());
             }
-            NodeKind::Operator => {}
             NodeKind::Sink => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 self.sinks.push(tx);

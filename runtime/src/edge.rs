@@ -25,7 +25,7 @@ use async_channel::{Receiver, Sender, TryRecvError};
 use futures::Stream;
 
 use crate::keys::{instance_for_key_group, key_group};
-use crate::message::{EpochMarker, Message};
+use crate::message::{EpochMarker, Message, Watermark};
 use crate::record::{Record, Timestamp, NO_TIMESTAMP};
 
 /// A key extractor hashed for routing: returns the stable key hash of a value.
@@ -242,8 +242,11 @@ impl<T: Clone> Router<T> {
 pub enum InputEvent<T> {
     /// A batch of records from one input.
     Records(Vec<Record<T>>),
-    /// The minimum watermark over live inputs advanced to this value.
-    Watermark(Timestamp),
+    /// The minimum watermark over live, active inputs advanced to this value.
+    Watermark(Watermark),
+    /// Every live input is idle: downstream should not wait for this
+    /// task's watermark until it emits again.
+    Idle,
     /// Every live input delivered this marker (aligned).
     Marker(EpochMarker),
     /// Every input ended.
@@ -260,13 +263,18 @@ pub struct Inputs<T> {
     ended: Vec<bool>,
     blocked: Vec<bool>,
     watermarks: Vec<Timestamp>,
+    /// Inputs that declared themselves idle ([`Message::Idle`]) and sent
+    /// nothing since.
+    idle: Vec<bool>,
+    /// Whether `Idle` was reported for the current all-idle spell.
+    reported_idle: bool,
     current_watermark: Timestamp,
     pending_marker: Option<EpochMarker>,
     /// When the first input delivered the pending marker.
     pending_since: Option<std::time::Instant>,
     last_alignment: std::time::Duration,
     /// A watermark advance due right after the event just returned.
-    queued_watermark: Option<Timestamp>,
+    queued_watermark: Option<Watermark>,
     next: usize,
 }
 
@@ -279,6 +287,8 @@ impl<T> Inputs<T> {
             ended: vec![false; n],
             blocked: vec![false; n],
             watermarks: vec![NO_TIMESTAMP; n],
+            idle: vec![false; n],
+            reported_idle: false,
             current_watermark: NO_TIMESTAMP,
             pending_marker: None,
             pending_since: None,
@@ -286,6 +296,19 @@ impl<T> Inputs<T> {
             queued_watermark: None,
             next: 0,
         }
+    }
+
+    /// Starts from a restored watermark (recovery): it never goes below
+    /// what the checkpointed task had already seen, so records late then
+    /// are late again in the replay.
+    pub fn restore_watermark(&mut self, watermark: Timestamp) {
+        self.current_watermark = watermark;
+        self.watermarks.iter_mut().for_each(|w| *w = watermark);
+    }
+
+    /// The current input watermark ([`NO_TIMESTAMP`] before the first).
+    pub fn current_watermark(&self) -> Timestamp {
+        self.current_watermark
     }
 
     /// Number of input edges.
@@ -309,13 +332,28 @@ impl<T> Inputs<T> {
                 self.edges[i]
                     .queued
                     .fetch_sub(batch.len() as i64, Ordering::Relaxed);
+                self.set_active(i);
                 Some(InputEvent::Records(batch))
             }
             Message::Watermark(w) => {
-                if w > self.watermarks[i] {
-                    self.watermarks[i] = w;
+                self.set_active(i);
+                if w.time > self.watermarks[i] {
+                    self.watermarks[i] = w.time;
                 }
-                self.advance_watermark()
+                self.advance_watermark(w.created_ns)
+            }
+            Message::Idle => {
+                self.idle[i] = true;
+                // Without this input the others may already be ahead.
+                if let Some(ev) = self.advance_watermark(0) {
+                    return Some(ev);
+                }
+                let all_idle = (0..self.edges.len()).all(|j| self.ended[j] || self.idle[j]);
+                if all_idle && !self.reported_idle {
+                    self.reported_idle = true;
+                    return Some(InputEvent::Idle);
+                }
+                None
             }
             Message::Marker(m) => {
                 self.blocked[i] = true;
@@ -339,7 +377,7 @@ impl<T> Inputs<T> {
                 // An ended input may both complete an alignment and release
                 // the watermark: the marker goes first, the watermark next.
                 let aligned = self.try_align();
-                let watermark = self.advance_watermark();
+                let watermark = self.advance_watermark(0);
                 match (aligned, watermark) {
                     (Some(m), Some(InputEvent::Watermark(w))) => {
                         self.queued_watermark = Some(w);
@@ -367,14 +405,27 @@ impl<T> Inputs<T> {
         Some(InputEvent::Marker(m))
     }
 
-    fn advance_watermark(&mut self) -> Option<InputEvent<T>> {
+    fn set_active(&mut self, i: usize) {
+        if self.idle[i] {
+            self.idle[i] = false;
+            self.reported_idle = false;
+        }
+    }
+
+    /// The minimum over live, active inputs, if it passed the current
+    /// watermark (which never goes back: an input that was idle and
+    /// returns behind it sends late records, it does not rewind).
+    fn advance_watermark(&mut self, created_ns: u64) -> Option<InputEvent<T>> {
         let min = (0..self.edges.len())
-            .filter(|&i| !self.ended[i])
+            .filter(|&i| !self.ended[i] && !self.idle[i])
             .map(|i| self.watermarks[i])
             .min()?;
         if min > self.current_watermark {
             self.current_watermark = min;
-            Some(InputEvent::Watermark(min))
+            Some(InputEvent::Watermark(Watermark {
+                time: min,
+                created_ns,
+            }))
         } else {
             None
         }
@@ -502,14 +553,9 @@ mod tests {
         let (a_tx, a_rx) = edge::<u32>(16, 4);
         let (b_tx, b_rx) = edge::<u32>(16, 4);
         let mut inputs = Inputs::new(vec![a_rx, b_rx]);
-        a_tx.tx.send(Message::Watermark(100)).await.unwrap();
-        b_tx.tx.send(Message::Watermark(50)).await.unwrap();
-        let mut wms = Vec::new();
-        while let Some(ev) = inputs.try_next() {
-            if let InputEvent::Watermark(w) = ev {
-                wms.push(w)
-            }
-        }
+        a_tx.tx.send(wm(100)).await.unwrap();
+        b_tx.tx.send(wm(50)).await.unwrap();
+        let wms = watermarks(&mut inputs);
         assert_eq!(wms, vec![50]);
         a_tx.tx.send(marker(3)).await.unwrap();
         assert!(inputs.try_next().is_none());
@@ -519,11 +565,62 @@ mod tests {
             other => panic!("expected marker, got {other:?}"),
         }
         match inputs.next().await {
-            InputEvent::Watermark(w) => assert_eq!(w, 100),
+            InputEvent::Watermark(w) => assert_eq!(w.time, 100),
             other => panic!("expected watermark, got {other:?}"),
         }
         a_tx.tx.send(Message::End).await.unwrap();
         assert!(matches!(inputs.next().await, InputEvent::End));
+    }
+
+    fn wm(t: Timestamp) -> Message<u32> {
+        Message::Watermark(Watermark {
+            time: t,
+            created_ns: 0,
+        })
+    }
+
+    fn watermarks(inputs: &mut Inputs<u32>) -> Vec<Timestamp> {
+        let mut wms = Vec::new();
+        while let Some(ev) = inputs.try_next() {
+            if let InputEvent::Watermark(w) = ev {
+                wms.push(w.time)
+            }
+        }
+        wms
+    }
+
+    #[tokio::test]
+    async fn an_idle_input_stops_holding_the_watermark_and_rejoins_without_rewinding() {
+        let (a_tx, a_rx) = edge::<u32>(16, 4);
+        let (b_tx, b_rx) = edge::<u32>(16, 4);
+        let mut inputs = Inputs::new(vec![a_rx, b_rx]);
+        a_tx.tx.send(wm(100)).await.unwrap();
+        assert!(watermarks(&mut inputs).is_empty(), "b holds it back");
+        b_tx.tx.send(Message::Idle).await.unwrap();
+        assert_eq!(watermarks(&mut inputs), vec![100]);
+        a_tx.tx.send(wm(200)).await.unwrap();
+        assert_eq!(watermarks(&mut inputs), vec![200]);
+        // b returns behind: it holds the watermark again, which stays put.
+        b_tx.tx.send(recs(&[7])).await.unwrap();
+        b_tx.tx.send(wm(150)).await.unwrap();
+        a_tx.tx.send(wm(300)).await.unwrap();
+        assert!(watermarks(&mut inputs).is_empty());
+        assert_eq!(inputs.current_watermark(), 200);
+        b_tx.tx.send(wm(250)).await.unwrap();
+        assert_eq!(watermarks(&mut inputs), vec![250]);
+    }
+
+    #[tokio::test]
+    async fn all_inputs_idle_is_reported_once() {
+        let (a_tx, a_rx) = edge::<u32>(16, 4);
+        let (b_tx, b_rx) = edge::<u32>(16, 4);
+        let mut inputs = Inputs::new(vec![a_rx, b_rx]);
+        a_tx.tx.send(Message::Idle).await.unwrap();
+        assert!(inputs.try_next().is_none());
+        b_tx.tx.send(Message::Idle).await.unwrap();
+        assert!(matches!(inputs.try_next(), Some(InputEvent::Idle)));
+        a_tx.tx.send(Message::Idle).await.unwrap();
+        assert!(inputs.try_next().is_none());
     }
 
     #[tokio::test]

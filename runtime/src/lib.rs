@@ -17,6 +17,8 @@
 //!   and the logical plan it validates.
 //! - [`plan`]: the logical plan ([`plan::LogicalGraph`]) and its validation.
 //! - [`task`]: the task loops: one per source, operator and sink instance.
+//! - [`watermark`]: event time at the sources ([`WatermarkStrategy`]);
+//!   [`timers`]: the timer service the runtime runs for every operator.
 //! - [`query`]: [`Query`], the handle of a running pipeline: stop, await, progress.
 //! - [`metrics`]: per-instance counters, edge occupancy, latency histograms;
 //!   [`commit_latency`]: latency measured at commit, in bounded memory.
@@ -35,6 +37,7 @@ pub mod config;
 pub(crate) mod coordinator;
 pub mod edge;
 pub mod error;
+pub(crate) mod exchange;
 pub mod graph;
 pub mod keys;
 pub mod message;
@@ -47,17 +50,23 @@ pub mod recovery;
 pub mod sink;
 mod snapshot_pool;
 pub mod source;
+pub mod stream;
 pub mod task;
+pub mod timers;
 pub mod trigger;
+pub mod watermark;
 
 pub use config::PipelineConfig;
 pub use error::{BuildError, OperatorError, QueryError};
-pub use graph::{KeyedStream, Pipeline, Stream};
-pub use message::{EpochMarker, Message};
-pub use operator::{Collector, Operator, OperatorContext};
+pub use graph::Pipeline;
+pub use message::{EpochMarker, Message, Watermark};
+pub use operator::{Collector, Operator, OperatorContext, Output};
 pub use query::{Query, QueryProgress};
 pub use record::{Data, Record};
 pub use recovery::{RecoveryReport, SinkAhead};
 pub use sink::{Retracted, Sink, SinkContext};
 pub use source::{Source, SourceContext, SourcePoll};
+pub use stream::{KeyedStream, SinkRef, Stream};
+pub use timers::{TimeDomain, Timer, TimerService};
 pub use trigger::{BatchProgress, Trigger};
+pub use watermark::{PartitionWatermarks, WatermarkStrategy};

@@ -25,13 +25,30 @@ pub struct EpochMarker {
     pub kind: MarkerKind,
 }
 
+/// Event-time progress: no record with event time at or below `time` will
+/// follow on this edge (records that do are late).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermark {
+    /// Event time in milliseconds.
+    pub time: Timestamp,
+    /// Creation time (ns since the Unix epoch) of the record whose arrival
+    /// at the source let the watermark reach `time` (0: unknown). Results a
+    /// watermark releases (window results, timers) carry it, so a sink
+    /// measures "could be emitted -> visible" for them.
+    pub created_ns: u64,
+}
+
 /// What an edge carries.
 #[derive(Debug, Clone)]
 pub enum Message<T> {
     /// One or more records, in order.
     Records(Vec<Record<T>>),
-    /// No record with event time at or below this will follow on this edge.
-    Watermark(Timestamp),
+    /// Event-time progress on this edge.
+    Watermark(Watermark),
+    /// The sender has had no data for its idle timeout: until it sends
+    /// records or a watermark again, the receiver does not wait for this
+    /// edge's watermark.
+    Idle,
     /// The end of an epoch on this edge.
     Marker(EpochMarker),
     /// The upstream instance finished; nothing follows.

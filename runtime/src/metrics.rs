@@ -30,6 +30,8 @@ pub struct InstanceMetrics {
     pub(crate) latency: Option<Mutex<Histogram<u64>>>,
     last_alignment_ns: AtomicU64,
     max_alignment_ns: AtomicU64,
+    late_records: AtomicU64,
+    watermark: AtomicI64,
 }
 
 impl InstanceMetrics {
@@ -49,6 +51,8 @@ impl InstanceMetrics {
             latency: is_sink.then(|| Mutex::new(new_latency_histogram())),
             last_alignment_ns: AtomicU64::new(0),
             max_alignment_ns: AtomicU64::new(0),
+            late_records: AtomicU64::new(0),
+            watermark: AtomicI64::new(crate::record::NO_TIMESTAMP),
         }
     }
 
@@ -62,6 +66,30 @@ impl InstanceMetrics {
     pub fn add_out(&self, n: usize) {
         self.records_out.fetch_add(n as u64, Ordering::Relaxed);
         self.out_counter.increment(n as u64);
+    }
+
+    /// Counts `n` late records (behind the watermark, dropped or sent to
+    /// the side output).
+    pub fn add_late(&self, n: u64) {
+        self.late_records.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!("eddy_late_records_total", "operator" => self.operator.clone())
+            .increment(n);
+    }
+
+    /// Late records counted so far.
+    pub fn late_records(&self) -> u64 {
+        self.late_records.load(Ordering::Relaxed)
+    }
+
+    /// Records the input watermark.
+    pub fn set_watermark(&self, w: crate::record::Timestamp) {
+        self.watermark.store(w, Ordering::Relaxed);
+    }
+
+    /// The input watermark ([`NO_TIMESTAMP`](crate::record::NO_TIMESTAMP)
+    /// before the first).
+    pub fn watermark(&self) -> crate::record::Timestamp {
+        self.watermark.load(Ordering::Relaxed)
     }
 
     /// Records how long the last marker alignment held inputs back.

@@ -5,33 +5,79 @@
 //! stream. An operator only reacts to one record at a time in
 //! [`Operator::process`], and optionally to the hooks.
 
-use eddy_checkpoint::StateBackend;
+use eddy_checkpoint::{ManagedState, StateBackend};
+use serde::Serialize;
 
 use crate::error::OperatorError;
-use crate::record::{Record, Timestamp};
+use crate::record::{Record, Timestamp, NO_TIMESTAMP};
+use crate::timers::{encode_key, ProcessingClock, TimeDomain, Timer, TimerService};
 
-/// Collects an operator's outputs. Emitted values inherit the event time and
-/// creation stamp of the input record being processed.
-pub struct Collector<'a, O> {
-    out: &'a mut Vec<Record<O>>,
+/// What an operator instance emitted since the runtime last took it: the
+/// main output, the side output and counters. The runtime owns it.
+pub struct Output<O, S = ()> {
+    /// Records for the main output.
+    pub main: Vec<Record<O>>,
+    /// Records for the side output (dropped when nothing reads it).
+    pub side: Vec<Record<S>>,
+    /// Late records the operator counted.
+    pub late: u64,
+}
+
+impl<O, S> Default for Output<O, S> {
+    fn default() -> Self {
+        Self {
+            main: Vec::new(),
+            side: Vec::new(),
+            late: 0,
+        }
+    }
+}
+
+/// An operator's view of the runtime in every hook that may emit: the
+/// outputs (main and side), the timer service, the input watermark and the
+/// processing clock. Emitted values inherit the event time and creation
+/// stamp of what is being handled (the input record; for a timer or a
+/// watermark, the record whose arrival let the watermark advance).
+pub struct Collector<'a, O, S = ()> {
+    output: &'a mut Output<O, S>,
+    timers: &'a mut TimerService,
+    clock: &'a ProcessingClock,
+    watermark: Timestamp,
     timestamp: Timestamp,
     created_ns: u64,
 }
 
-impl<'a, O> Collector<'a, O> {
-    /// A collector appending to `out` with the metadata of the current input.
-    pub fn new(out: &'a mut Vec<Record<O>>, timestamp: Timestamp, created_ns: u64) -> Self {
+impl<'a, O, S> Collector<'a, O, S> {
+    /// A collector over `output` and `timers`, handling something with
+    /// event time `timestamp` and creation stamp `created_ns`, at input
+    /// watermark `watermark`.
+    pub fn new(
+        output: &'a mut Output<O, S>,
+        timers: &'a mut TimerService,
+        clock: &'a ProcessingClock,
+        watermark: Timestamp,
+    ) -> Self {
         Self {
-            out,
-            timestamp,
-            created_ns,
+            output,
+            timers,
+            clock,
+            watermark,
+            timestamp: NO_TIMESTAMP,
+            created_ns: 0,
         }
+    }
+
+    /// Sets the metadata of what is handled next.
+    #[inline]
+    pub fn set_input(&mut self, timestamp: Timestamp, created_ns: u64) {
+        self.timestamp = timestamp;
+        self.created_ns = created_ns;
     }
 
     /// Emits `value` with the current input's metadata.
     #[inline]
     pub fn emit(&mut self, value: O) {
-        self.out.push(Record {
+        self.output.main.push(Record {
             value,
             timestamp: self.timestamp,
             created_ns: self.created_ns,
@@ -41,7 +87,7 @@ impl<'a, O> Collector<'a, O> {
     /// Emits `value` with event time `timestamp`.
     #[inline]
     pub fn emit_at(&mut self, value: O, timestamp: Timestamp) {
-        self.out.push(Record {
+        self.output.main.push(Record {
             value,
             timestamp,
             created_ns: self.created_ns,
@@ -51,7 +97,74 @@ impl<'a, O> Collector<'a, O> {
     /// Emits a record as is.
     #[inline]
     pub fn emit_record(&mut self, record: Record<O>) {
-        self.out.push(record);
+        self.output.main.push(record);
+    }
+
+    /// Emits `value` on the side output (late records, dead letters), with
+    /// the current input's metadata.
+    #[inline]
+    pub fn emit_side(&mut self, value: S) {
+        self.output.side.push(Record {
+            value,
+            timestamp: self.timestamp,
+            created_ns: self.created_ns,
+        });
+    }
+
+    /// Counts `n` late records (reported per instance in the progress).
+    #[inline]
+    pub fn count_late(&mut self, n: u64) {
+        self.output.late += n;
+    }
+
+    /// The event time of what is being handled.
+    #[inline]
+    pub fn timestamp(&self) -> Timestamp {
+        self.timestamp
+    }
+
+    /// The creation stamp of what is being handled.
+    #[inline]
+    pub fn created_ns(&self) -> u64 {
+        self.created_ns
+    }
+
+    /// The input watermark ([`NO_TIMESTAMP`] before the first).
+    #[inline]
+    pub fn watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
+    /// Processing time now (ms since the Unix epoch, on tokio's clock).
+    pub fn processing_time(&self) -> Timestamp {
+        self.clock.now_ms()
+    }
+
+    /// Registers a timer for `key` at `time` in `domain` (nothing if it
+    /// exists). It fires through [`Operator::on_timer`].
+    ///
+    /// # Errors
+    /// Encoding and backend errors.
+    pub fn register_timer<K: Serialize + ?Sized>(
+        &mut self,
+        domain: TimeDomain,
+        time: Timestamp,
+        key: &K,
+    ) -> Result<(), OperatorError> {
+        self.timers.register(domain, time, encode_key(key)?)
+    }
+
+    /// Deletes the timer for `key` at `time` in `domain`, if any.
+    ///
+    /// # Errors
+    /// Encoding and backend errors.
+    pub fn delete_timer<K: Serialize + ?Sized>(
+        &mut self,
+        domain: TimeDomain,
+        time: Timestamp,
+        key: &K,
+    ) -> Result<(), OperatorError> {
+        self.timers.delete(domain, time, &encode_key(key)?)
     }
 }
 
@@ -101,10 +214,22 @@ impl OperatorContext {
     pub fn take_state_backend(&mut self) -> Option<Box<dyn StateBackend>> {
         self.backend.take()
     }
+
+    /// Whether the operator took its state backend.
+    pub(crate) fn took_state(&self) -> bool {
+        self.backend.is_none()
+    }
 }
 
-/// A record-at-a-time operator from `I` to `O`.
-pub trait Operator<I, O>: Send + 'static {
+/// A record-at-a-time operator from `I` to `O`, with an optional side
+/// output of `S`.
+///
+/// One method is required; the hooks have defaults. The runtime owns the
+/// protocols around them: it aligns markers, flushes every table the
+/// operator declares in [`tables`](Self::tables) (and its timers) at each
+/// marker in steps that never stall the task, snapshots them, fires timers
+/// as the watermark and the clock pass them, and forwards watermarks.
+pub trait Operator<I, O, S = ()>: Send + 'static {
     /// Handles one record; outputs go to `out`.
     ///
     /// # Errors
@@ -112,46 +237,54 @@ pub trait Operator<I, O>: Send + 'static {
     fn process(
         &mut self,
         record: Record<I>,
-        out: &mut Collector<'_, O>,
+        out: &mut Collector<'_, O, S>,
     ) -> Result<(), OperatorError>;
 
-    /// Called once before the first record.
+    /// Called once before the first record. A stateful operator takes its
+    /// state backend here ([`OperatorContext::take_state_backend`]) and
+    /// builds its tables over it.
     fn open(&mut self, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
         Ok(())
     }
 
-    /// The input watermark advanced to `watermark`.
-    fn on_watermark(
+    /// The state tables the runtime flushes at markers: every table built
+    /// over the backend taken in `open`.
+    fn tables(&mut self) -> Vec<&mut dyn ManagedState> {
+        Vec::new()
+    }
+
+    /// A timer registered through the collector fired.
+    fn on_timer(
         &mut self,
-        _watermark: Timestamp,
-        _out: &mut Collector<'_, O>,
+        _timer: &Timer,
+        _out: &mut Collector<'_, O, S>,
     ) -> Result<(), OperatorError> {
         Ok(())
     }
 
-    /// Epoch `epoch` ends here: capture the state as of now for the
-    /// backend. Runs between two records and must be O(1): begin the flush
-    /// of state tables ([`KeyedTable::begin_flush`]) and do the encoding in
-    /// [`flush_step`](Self::flush_step).
-    ///
-    /// [`KeyedTable::begin_flush`]: eddy_checkpoint::KeyedTable::begin_flush
-    fn on_marker(&mut self, _epoch: u64) -> Result<(), OperatorError> {
+    /// The input watermark advanced to `watermark` (after the event-time
+    /// timers it made due fired).
+    fn on_watermark(
+        &mut self,
+        _watermark: Timestamp,
+        _out: &mut Collector<'_, O, S>,
+    ) -> Result<(), OperatorError> {
         Ok(())
     }
 
-    /// Goes on with the flush begun by [`on_marker`](Self::on_marker):
-    /// encode about `budget` entries, and write the batch when all are.
-    /// Returns `true` when the flush is written.
-    ///
-    /// The runtime calls it between input batches until it returns `true`,
-    /// and before the next watermark, marker or end of input; the marker's
-    /// snapshot is taken then. Records are processed meanwhile.
-    fn flush_step(&mut self, _budget: usize) -> Result<bool, OperatorError> {
-        Ok(true)
+    /// Epoch `epoch` ends here (a checkpoint, or the end of a micro-batch):
+    /// what is emitted now belongs to it. The runtime flushes the tables
+    /// right after.
+    fn on_marker(
+        &mut self,
+        _epoch: u64,
+        _out: &mut Collector<'_, O, S>,
+    ) -> Result<(), OperatorError> {
+        Ok(())
     }
 
     /// Every input ended; emit what is still due.
-    fn on_end(&mut self, _out: &mut Collector<'_, O>) -> Result<(), OperatorError> {
+    fn on_end(&mut self, _out: &mut Collector<'_, O, S>) -> Result<(), OperatorError> {
         Ok(())
     }
 }

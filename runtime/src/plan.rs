@@ -56,7 +56,14 @@ pub struct LogicalEdge {
     pub to: NodeId,
     /// How records are spread.
     pub exchange: ExchangeKind,
+    /// Which output of `from` it reads: [`MAIN_OUTPUT`] or [`SIDE_OUTPUT`].
+    pub from_port: usize,
 }
+
+/// The main output of a node.
+pub const MAIN_OUTPUT: usize = 0;
+/// The side output of an operator (late records, dead letters).
+pub const SIDE_OUTPUT: usize = 1;
 
 /// The plan without its code: what validation and tools look at.
 #[derive(Debug, Clone, Default)]
@@ -181,6 +188,7 @@ mod tests {
             from,
             to,
             exchange: ExchangeKind::Default,
+            from_port: MAIN_OUTPUT,
         }
     }
 

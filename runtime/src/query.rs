@@ -88,6 +88,10 @@ pub struct InstanceProgress {
     pub records_out: u64,
     /// Records queued on its input edges (backpressure shows here).
     pub queued_input: u64,
+    /// Late records it counted (behind the watermark).
+    pub late_records: u64,
+    /// Its input watermark (`None` before the first).
+    pub watermark: Option<i64>,
 }
 
 /// A progress report, like Spark's `lastProgress`.
@@ -260,6 +264,8 @@ impl Query {
                 records_in: m.records_in(),
                 records_out: m.records_out(),
                 queued_input: q,
+                late_records: m.late_records(),
+                watermark: Some(m.watermark()).filter(|&w| w != crate::record::NO_TIMESTAMP),
             });
         }
         let now = Instant::now();

@@ -1,0 +1,185 @@
+//! The tumbling and sliding window operator.
+//!
+//! State: one accumulator per (key, window start) in a [`KeyedTable`], and
+//! one event-time timer per (key, window) at `end - 1 + allowed lateness`.
+//! - A record is added to each of its windows that is not yet closed
+//!   (`end - 1 + lateness > watermark`); a record no window takes is late:
+//!   counted, and sent to the side output.
+//! - Append mode: when the timer fires (the watermark passed the window's
+//!   end plus the lateness) the final result is emitted once and the state
+//!   removed. Update mode: every change emits the window's new result
+//!   (upsert by key and window); the timer only removes the state.
+//! - The runtime flushes the table and the timers at markers and restores
+//!   both with the watermark, so a recovered query fires each window once.
+
+use std::sync::Arc;
+
+use eddy_checkpoint::{KeyedTable, ManagedState};
+use eddy_runtime::record::NO_TIMESTAMP;
+use eddy_runtime::{
+    Collector, Operator, OperatorContext, OperatorError, Record, TimeDomain, Timer,
+};
+
+use super::{OutputMode, Window, WindowResult, WindowSpec};
+use crate::aggregate::{Aggregator, StateKey};
+
+/// Tumbling or sliding windows with incremental aggregation.
+pub struct FixedWindowAggregate<T, K, A: Aggregator<T>> {
+    name: String,
+    key: Arc<dyn Fn(&T) -> K + Send + Sync>,
+    agg: A,
+    spec: WindowSpec,
+    lateness: i64,
+    mode: OutputMode,
+    table: Option<KeyedTable<(K, i64), A::Acc>>,
+    windows: Vec<Window>,
+}
+
+impl<T, K, A: Aggregator<T>> Clone for FixedWindowAggregate<T, K, A> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            key: self.key.clone(),
+            agg: self.agg.clone(),
+            spec: self.spec,
+            lateness: self.lateness,
+            mode: self.mode,
+            table: None,
+            windows: Vec::new(),
+        }
+    }
+}
+
+impl<T, K, A: Aggregator<T>> FixedWindowAggregate<T, K, A> {
+    /// Windows `spec` (tumbling or sliding) over `key`, folded with `agg`.
+    pub fn new(
+        key: Arc<dyn Fn(&T) -> K + Send + Sync>,
+        agg: A,
+        spec: WindowSpec,
+        lateness_ms: i64,
+        mode: OutputMode,
+    ) -> Self {
+        Self {
+            name: String::new(),
+            key,
+            agg,
+            spec,
+            lateness: lateness_ms.max(0),
+            mode,
+            table: None,
+            windows: Vec::new(),
+        }
+    }
+}
+
+/// The error for a record that has no event time.
+pub(crate) fn no_event_time(name: &str) -> OperatorError {
+    OperatorError::new(format!(
+        "window `{name}`: a record without event time; give its source a WatermarkStrategy \
+         (Stream::with_watermarks)"
+    ))
+}
+
+pub(crate) fn not_open() -> OperatorError {
+    OperatorError::new("window operator used before open")
+}
+
+impl<T, K, A> Operator<T, WindowResult<K, A::Out>, T> for FixedWindowAggregate<T, K, A>
+where
+    T: Clone + Send + 'static,
+    K: StateKey,
+    A: Aggregator<T>,
+{
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        self.name = ctx.name.clone();
+        let backend = ctx
+            .take_state_backend()
+            .ok_or_else(|| OperatorError::new("state backend already taken"))?;
+        self.table =
+            Some(KeyedTable::new(backend, "window").with_cache_capacity(ctx.state_cache_capacity));
+        Ok(())
+    }
+
+    fn tables(&mut self) -> Vec<&mut dyn ManagedState> {
+        self.table
+            .as_mut()
+            .map(|t| t as &mut dyn ManagedState)
+            .into_iter()
+            .collect()
+    }
+
+    fn process(
+        &mut self,
+        record: Record<T>,
+        out: &mut Collector<'_, WindowResult<K, A::Out>, T>,
+    ) -> Result<(), OperatorError> {
+        let ts = record.timestamp;
+        if ts == NO_TIMESTAMP {
+            return Err(no_event_time(&self.name));
+        }
+        let watermark = out.watermark();
+        let key = (self.key)(&record.value);
+        self.spec.assign(ts, &mut self.windows);
+        let table = self.table.as_mut().ok_or_else(not_open)?;
+        let agg = &self.agg;
+        let update = self.mode == OutputMode::Update;
+        let mut placed = false;
+        for w in &self.windows {
+            let cleanup = w.max_timestamp().saturating_add(self.lateness);
+            if cleanup <= watermark {
+                continue; // this window is closed
+            }
+            placed = true;
+            let (created, result) = table.update(&(key.clone(), w.start), |acc| {
+                let created = acc.is_none();
+                let a = acc.get_or_insert_with(|| agg.create());
+                agg.add(a, &record.value);
+                (created, update.then(|| agg.result(a)))
+            })?;
+            if created {
+                out.register_timer(TimeDomain::EventTime, cleanup, &(&key, w.start))?;
+            }
+            if let Some(value) = result {
+                out.emit_at(
+                    WindowResult {
+                        key: key.clone(),
+                        window: *w,
+                        value,
+                    },
+                    w.max_timestamp(),
+                );
+            }
+        }
+        if !placed {
+            out.count_late(1);
+            out.emit_side(record.value);
+        }
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        timer: &Timer,
+        out: &mut Collector<'_, WindowResult<K, A::Out>, T>,
+    ) -> Result<(), OperatorError> {
+        let (key, start): (K, i64) = timer.key()?;
+        let window = self.spec.window_at(start);
+        let table = self.table.as_mut().ok_or_else(not_open)?;
+        let id = (key, start);
+        if self.mode == OutputMode::Append {
+            if let Some(acc) = table.get(&id)? {
+                let value = self.agg.result(acc);
+                out.emit_at(
+                    WindowResult {
+                        key: id.0.clone(),
+                        window,
+                        value,
+                    },
+                    window.max_timestamp(),
+                );
+            }
+        }
+        table.remove(&id)?;
+        Ok(())
+    }
+}
