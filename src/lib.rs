@@ -31,15 +31,18 @@ pub mod snapshot_bytes;
 /// Everything needed to write and run a pipeline.
 pub mod prelude {
     pub use eddy_connectors::{
-        CollectSink, ConsoleSink, Delivery, DiscardSink, FileSink, GenEvent, GeneratorConfig,
-        GeneratorSource, TableSink, VecSource,
+        CollectSink, ConsoleSink, Delivery, DiscardSink, EventTimeConfig, FileSink, GenEvent,
+        GeneratorConfig, GeneratorSource, TableSink, VecSource,
     };
-    pub use eddy_operators::{Aggregator, KeyedAggregations, StreamOps};
+    pub use eddy_operators::{
+        Aggregator, KeyedAggregations, OutputMode, StreamOps, Window, WindowResult, Windowing,
+        Windows,
+    };
     pub use eddy_runtime::checkpointing::CheckpointConfig;
     pub use eddy_runtime::{
         BuildError, Collector, Data, KeyedStream, Operator, OperatorContext, OperatorError,
         Pipeline, PipelineConfig, Query, QueryError, QueryProgress, Record, Sink, Source, Stream,
-        Trigger,
+        TimeDomain, Timer, Trigger, WatermarkStrategy,
     };
 }
 

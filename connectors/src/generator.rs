@@ -30,6 +30,57 @@ pub struct GenEvent {
     pub created_ns: u64,
     /// `payload_bytes` bytes derived from `seq`.
     pub payload: Vec<u8>,
+    /// Event time in ms ([`EventTimeConfig::timestamp`]; 0 without an
+    /// event-time mode). Also the record's timestamp.
+    pub ts: i64,
+}
+
+/// The generator's event-time mode: event time advances with the sequence
+/// number, with bounded disorder and a share of late records, all a pure
+/// function of the sequence number, so tests and benchmarks can compute
+/// the batch answer (which records are late included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTimeConfig {
+    /// Event time of sequence number 0, ms.
+    pub start_ms: i64,
+    /// Sequence numbers per millisecond of event time (at least 1).
+    pub records_per_ms: u64,
+    /// Each record is up to this many ms behind the time of its sequence
+    /// number (a watermark bound at least this large makes none of these
+    /// late).
+    pub max_disorder_ms: i64,
+    /// One record in `late_every` (by a hash of the sequence number) is
+    /// `late_by_ms` further behind; 0: none.
+    pub late_every: u64,
+    /// How far behind the late records are, ms.
+    pub late_by_ms: i64,
+}
+
+impl Default for EventTimeConfig {
+    fn default() -> Self {
+        Self {
+            start_ms: 1_700_000_000_000,
+            records_per_ms: 1,
+            max_disorder_ms: 0,
+            late_every: 0,
+            late_by_ms: 0,
+        }
+    }
+}
+
+impl EventTimeConfig {
+    /// The event time of sequence number `seq`.
+    pub fn timestamp(&self, seq: u64) -> i64 {
+        let base = self.start_ms + (seq / self.records_per_ms.max(1)) as i64;
+        let h = mix(seq ^ 0x005e_ed0f_e7e7);
+        let disorder = if self.max_disorder_ms > 0 {
+            (h % (self.max_disorder_ms as u64 + 1)) as i64
+        } else {
+            0
+        };
+        let late = self.late_every > 0 && (h >> 20) % self.late_every == 0;
+        base - disorder - if late { self.late_by_ms } else { 0 }
+    }
 }
 
 /// How the generator runs.
@@ -54,6 +105,10 @@ pub struct GeneratorConfig {
     /// source, which under overload grows with the backlog). See
     /// [`Source::max_records_per_batch`].
     pub max_records_per_batch: u64,
+    /// Event time (stamped on every record, for a
+    /// [`WatermarkStrategy`](eddy_runtime::WatermarkStrategy) that takes
+    /// it from the source); `None`: records have none.
+    pub event_time: Option<EventTimeConfig>,
 }
 
 impl Default for GeneratorConfig {
@@ -65,6 +120,7 @@ impl Default for GeneratorConfig {
             limit: None,
             busy_wait: false,
             max_records_per_batch: DEFAULT_MAX_RECORDS_PER_BATCH,
+            event_time: None,
         }
     }
 }
@@ -90,6 +146,7 @@ impl GenEvent {
             payload: (0..payload_bytes)
                 .map(|i| (seq as u8).wrapping_add(i as u8))
                 .collect(),
+            ts: 0,
         }
     }
 }
@@ -231,7 +288,12 @@ impl Source<GenEvent> for GeneratorSource {
                 self.cfg.payload_bytes,
             );
             ev.created_ns = created;
-            out.push(Record::created_at(ev, created));
+            let mut r = Record::created_at(ev, created);
+            if let Some(et) = &self.cfg.event_time {
+                r.value.ts = et.timestamp(r.value.seq);
+                r.timestamp = r.value.ts;
+            }
+            out.push(r);
         }
         self.emitted += n;
         Ok(SourcePoll::Ready)
@@ -326,6 +388,30 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(strip(a), strip(b));
+    }
+
+    #[test]
+    fn event_time_is_bounded_in_disorder_except_the_late_records() {
+        let et = EventTimeConfig {
+            start_ms: 0,
+            records_per_ms: 4,
+            max_disorder_ms: 5,
+            late_every: 10,
+            late_by_ms: 100,
+        };
+        let mut max = i64::MIN;
+        let (mut late, mut n) = (0, 0);
+        for seq in 0..10_000u64 {
+            let ts = et.timestamp(seq);
+            assert_eq!(ts, et.timestamp(seq), "a pure function");
+            if ts < max - 5 {
+                late += 1;
+                assert!(ts <= max - 100 + 10, "late records are far behind");
+            }
+            max = max.max(ts);
+            n += 1;
+        }
+        assert!(late > n / 20 && late < n / 5, "{late} of {n} late");
     }
 
     #[tokio::test(start_paused = true)]

@@ -32,7 +32,7 @@ pub mod vec;
 pub use collect::{CollectSink, DiscardSink};
 pub use console::ConsoleSink;
 pub use file::{Delivery, FileSink};
-pub use generator::{GenEvent, GeneratorConfig, GeneratorSource};
+pub use generator::{EventTimeConfig, GenEvent, GeneratorConfig, GeneratorSource};
 pub use table::TableSink;
 pub use tcp::{MalformedLine, ParseLineError, TcpEvent, TcpLineSource};
 pub use vec::VecSource;

@@ -4,11 +4,12 @@
 //! [`KeyedTable`]; per session one event-time timer at
 //! `end - 1 + allowed lateness`, keyed by (key, start).
 //! - A record at `ts` opens the session `[ts, ts + gap)` and merges with
-//!   every open session of its key it touches (as Flink's session windows:
-//!   `a.start <= b.end && b.start <= a.end`); the merged session's
+//!   every open session of its key it overlaps (`a.start < b.end &&
+//!   b.start < a.end`: records less than `gap` apart share a session, as in
+//!   Spark); the merged session's
 //!   accumulator is the merge of theirs ([`Aggregator::merge`]), their
 //!   timers are replaced by the merged session's.
-//! - A record that touches no open session and whose own session is
+//! - A record that overlaps no open session and whose own session is
 //!   already closed (`ts + gap - 1 + lateness <= watermark`) is late.
 //! - Append mode emits each session once, when its timer fires; update mode
 //!   emits the merged session at every change (a session merged into
@@ -86,8 +87,11 @@ impl<T, K, A: Aggregator<T>> SessionWindowAggregate<T, K, A> {
     }
 }
 
+/// Whether two sessions overlap. Strictly: a session that merely ends
+/// where a record's begins may already be closed by a watermark that is
+/// still in flight, and the answer must not depend on that timing.
 fn touches(a: &Window, b: &Window) -> bool {
-    a.start <= b.end && b.start <= a.end
+    a.start < b.end && b.start < a.end
 }
 
 impl<T, K, A> Operator<T, WindowResult<K, A::Out>, T> for SessionWindowAggregate<T, K, A>
