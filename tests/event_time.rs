@@ -1,0 +1,200 @@
+//! Event time on tokio's paused clock: idle source instances, and
+//! processing-time timers on a quiet input.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eddy::prelude::*;
+use eddy::runtime::{SourceContext, SourcePoll};
+use tokio::time::Instant;
+
+/// A source that emits, per instance, records `(instance, ts)` at given
+/// moments of (virtual) time after it opens, then finishes at `end_ms`.
+#[derive(Clone)]
+struct Scripted {
+    plan: Arc<Vec<Vec<(u64, i64)>>>,
+    end_ms: u64,
+    instance: usize,
+    start: Option<Instant>,
+    next: usize,
+}
+
+impl Scripted {
+    fn new(plan: Vec<Vec<(u64, i64)>>, end_ms: u64) -> Self {
+        Self {
+            plan: Arc::new(plan),
+            end_ms,
+            instance: 0,
+            start: None,
+            next: 0,
+        }
+    }
+}
+
+impl Source<(usize, i64)> for Scripted {
+    fn open(&mut self, ctx: &SourceContext) -> Result<(), OperatorError> {
+        self.instance = ctx.instance;
+        self.start = Some(Instant::now());
+        Ok(())
+    }
+
+    fn poll_next(
+        &mut self,
+        out: &mut Vec<Record<(usize, i64)>>,
+        _max: usize,
+    ) -> Result<SourcePoll, OperatorError> {
+        let start = self.start.expect("opened");
+        let plan = &self.plan[self.instance];
+        let elapsed = start.elapsed();
+        if let Some(&(at, ts)) = plan.get(self.next) {
+            if elapsed >= Duration::from_millis(at) {
+                self.next += 1;
+                let mut r = Record::new((self.instance, ts));
+                r.timestamp = ts;
+                out.push(r);
+                return Ok(SourcePoll::Ready);
+            }
+            return Ok(SourcePoll::IdleUntil(start + Duration::from_millis(at)));
+        }
+        if elapsed < Duration::from_millis(self.end_ms) {
+            return Ok(SourcePoll::IdleUntil(
+                start + Duration::from_millis(self.end_ms),
+            ));
+        }
+        Ok(SourcePoll::Finished)
+    }
+}
+
+/// Instance 0 emits event times 0, 100, ..., 2000 in the first 200 ms;
+/// instance 1 is silent until 1 s, then emits 50 and 60 (behind the
+/// watermark of instance 0); both finish at 1.5 s.
+fn plan() -> Vec<Vec<(u64, i64)>> {
+    vec![
+        (0..=20).map(|i| (10 * i, 100 * i as i64)).collect(),
+        vec![(1000, 50), (1010, 60)],
+    ]
+}
+
+struct Run {
+    /// (window start, count) visible at 500 ms.
+    early: Vec<(i64, u64)>,
+    /// (window start, count) at the end.
+    all: Vec<(i64, u64)>,
+    late: Vec<(usize, i64)>,
+    late_counted: u64,
+}
+
+async fn run(idle: Option<Duration>) -> Run {
+    let pipeline = Pipeline::new();
+    let mut strategy = WatermarkStrategy::monotonous();
+    if let Some(d) = idle {
+        strategy = strategy.with_idleness(d);
+    }
+    let counts = CollectSink::new();
+    let late = CollectSink::new();
+    let (windows, late_records) = pipeline
+        .source("scripted", Scripted::new(plan(), 1500))
+        .set_parallelism(2)
+        .with_watermarks(strategy)
+        .key_by(|_: &(usize, i64)| 0u8)
+        .window(Windows::tumbling(Duration::from_millis(500)))
+        .aggregate_with_late(eddy::operators::aggregate::Count);
+    windows
+        .map(|r: WindowResult<u8, u64>| (r.window.start, r.value))
+        .sink("counts", counts.clone());
+    late_records.sink("late", late.clone());
+    let mut q = pipeline.start().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut early = counts.values();
+    early.sort();
+    q.await_termination().await.unwrap();
+    let late_counted = q.progress().instances.iter().map(|i| i.late_records).sum();
+    let mut all = counts.values();
+    all.sort();
+    Run {
+        early,
+        all,
+        late: late.values(),
+        late_counted,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_instance_stops_holding_the_watermark_and_its_return_is_late() {
+    let r = run(Some(Duration::from_millis(100))).await;
+    assert_eq!(
+        r.early,
+        vec![(0, 5), (500, 5), (1000, 5), (1500, 5)],
+        "windows fire while instance 1 is idle"
+    );
+    assert_eq!(r.late, vec![(1, 50), (1, 60)], "its older records are late");
+    assert_eq!(r.late_counted, 2);
+    assert_eq!(
+        r.all,
+        vec![(0, 5), (500, 5), (1000, 5), (1500, 5), (2000, 1)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_idleness_a_silent_instance_holds_the_watermark() {
+    let r = run(None).await;
+    assert_eq!(
+        r.early,
+        vec![],
+        "no window fires while instance 1 is silent"
+    );
+    assert!(r.late.is_empty());
+    assert_eq!(r.late_counted, 0);
+    assert_eq!(
+        r.all,
+        vec![(0, 7), (500, 5), (1000, 5), (1500, 5), (2000, 1)],
+        "at the end every window fires, with instance 1's records"
+    );
+}
+
+/// Emits `"record"` for each record and `"timer"` when a processing-time
+/// timer, set one second after each record, fires.
+#[derive(Clone)]
+struct RemindLater;
+
+impl Operator<(usize, i64), &'static str> for RemindLater {
+    fn process(
+        &mut self,
+        _record: Record<(usize, i64)>,
+        out: &mut Collector<'_, &'static str>,
+    ) -> Result<(), OperatorError> {
+        let at = out.processing_time() + 1_000;
+        out.register_timer(TimeDomain::ProcessingTime, at, &0u8)?;
+        out.emit("record");
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        timer: &Timer,
+        out: &mut Collector<'_, &'static str>,
+    ) -> Result<(), OperatorError> {
+        assert_eq!(timer.domain, TimeDomain::ProcessingTime);
+        out.emit("timer");
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_processing_time_timer_fires_on_a_quiet_input() {
+    let pipeline = Pipeline::new();
+    let out = CollectSink::new();
+    pipeline
+        // One record at once, then nothing for 5 s.
+        .source("one", Scripted::new(vec![vec![(0, 0)]], 5_000))
+        .key_by(|_: &(usize, i64)| 0u8)
+        .transform("remind", RemindLater)
+        .sink("out", out.clone());
+    let mut q = pipeline.start().unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(out.values(), vec!["record"], "not due yet");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(out.values(), vec!["record", "timer"], "fired with no input");
+    q.await_termination().await.unwrap();
+    assert_eq!(out.values(), vec!["record", "timer"]);
+}
