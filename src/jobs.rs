@@ -161,3 +161,58 @@ pub fn union_stats<S: Sink<(u64, (u64, u64, u64))> + Clone>(
 pub fn stats_line(r: &(u64, (u64, u64, u64))) -> String {
     format!("{},{},{},{}", r.0, r.1 .0, r.1 .1, r.1 .2)
 }
+
+/// The event time of [`windowed_counts`]: 20 sequence numbers per ms (event
+/// time keeps pace with the wall clock at 20k records/s), up to 50 ms of
+/// disorder, and one record in 50 400 ms late.
+pub const WINDOWED_EVENT_TIME: EventTimeConfig = EventTimeConfig {
+    start_ms: 1_700_000_000_000,
+    records_per_ms: 20,
+    max_disorder_ms: 50,
+    late_every: 50,
+    late_by_ms: 400,
+};
+
+/// [`windowed_counts`]: the watermark's bound on out-of-orderness, ms.
+pub const WINDOWED_BOUND_MS: u64 = 50;
+/// [`windowed_counts`]: tumbling windows of this many ms.
+pub const WINDOWED_SIZE_MS: u64 = 200;
+/// [`windowed_counts`]: allowed lateness, ms.
+pub const WINDOWED_LATENESS_MS: u64 = 100;
+
+/// Count and sum per key and 200 ms tumbling event-time window: generator
+/// (one instance, event time [`WINDOWED_EVENT_TIME`]) -> key_by(key) ->
+/// window -> sink, in `mode`. Output `(key, window start, count, sum)`;
+/// late records are counted and dropped.
+pub fn windowed_counts<S: Sink<(u64, i64, u64, u64)> + Clone>(
+    pipeline: &Pipeline,
+    mut generator: GeneratorConfig,
+    parallelism: usize,
+    mode: OutputMode,
+    sink: S,
+) {
+    generator.event_time = Some(WINDOWED_EVENT_TIME);
+    pipeline
+        .source("generator", GeneratorSource::new(generator))
+        .with_watermarks(WatermarkStrategy::bounded_out_of_orderness(
+            std::time::Duration::from_millis(WINDOWED_BOUND_MS),
+        ))
+        .key_by(|e: &GenEvent| e.key)
+        .window(Windows::tumbling(std::time::Duration::from_millis(
+            WINDOWED_SIZE_MS,
+        )))
+        .allowed_lateness(std::time::Duration::from_millis(WINDOWED_LATENESS_MS))
+        .output_mode(mode)
+        .name("windows")
+        .aggregate(CountSum)
+        .set_parallelism(parallelism)
+        .map(|r: WindowResult<u64, (u64, u64)>| (r.key, r.window.start, r.value.0, r.value.1))
+        .set_parallelism(parallelism)
+        .sink("files", sink)
+        .set_parallelism(parallelism);
+}
+
+/// The line the window crash tests' file sink writes for one result.
+pub fn window_line(r: &(u64, i64, u64, u64)) -> String {
+    format!("{},{},{},{}", r.0, r.1, r.2, r.3)
+}

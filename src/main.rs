@@ -62,9 +62,10 @@ enum Command {
         /// continuously (checkpointing every batch).
         #[arg(long)]
         trigger_ms: Option<u64>,
-        /// The pipeline: `totals` (generator -> key_by -> count and sum) or
+        /// The pipeline: `totals` (generator -> key_by -> count and sum),
         /// `union` (two generators -> union -> filter -> key_by -> count,
-        /// sum and max).
+        /// sum and max), or `windows-append` / `windows-update` (count and
+        /// sum per key and 200 ms event-time window, eddy::jobs::windowed_counts).
         #[arg(long, default_value = "totals")]
         shape: String,
         /// When the checkpoint to restore is older than output a sink that
@@ -295,7 +296,20 @@ fn main() -> anyhow::Result<()> {
                         parallelism,
                         FileSink::new(out, Delivery::ExactlyOnce, eddy::jobs::stats_line),
                     ),
-                    other => anyhow::bail!("unknown --shape {other:?}: totals or union"),
+                    "windows-append" | "windows-update" => eddy::jobs::windowed_counts(
+                        &pipeline,
+                        generator,
+                        parallelism,
+                        if shape == "windows-append" {
+                            OutputMode::Append
+                        } else {
+                            OutputMode::Update
+                        },
+                        FileSink::new(out, Delivery::ExactlyOnce, eddy::jobs::window_line),
+                    ),
+                    other => anyhow::bail!(
+                        "unknown --shape {other:?}: totals, union, windows-append or windows-update"
+                    ),
                 }
                 let mut q = pipeline.start()?;
                 q.await_termination().await?;
