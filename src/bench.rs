@@ -5,11 +5,15 @@
 //! in an hdrhistogram. Micro-batch output is visible when its batch commits,
 //! so micro-batch latency is measured at commit.
 //!
-//! Workloads: W1 passthrough (source -> map -> sink) and W2 keyed running
-//! count over 10k keys (source -> map -> key_by -> count -> sink). Both
-//! checkpoint to a scratch directory with RocksDB state: continuous mode
-//! every second, micro-batch mode at every batch (as Spark commits offsets
-//! per batch).
+//! Workloads: W1 passthrough (source -> map -> sink), W2 keyed running
+//! count over 10k keys (source -> map -> key_by -> count -> sink) and W3 a
+//! 1 s tumbling event-time window count over 10k keys (source with event
+//! time, 10 ms bounded disorder -> map -> key_by -> window count -> sink).
+//! All checkpoint to a scratch directory with RocksDB state: continuous
+//! mode every second, micro-batch mode at every batch (as Spark commits
+//! offsets per batch). W3's latency is that of its window results: from the
+//! creation of the record whose watermark closed the window to the
+//! result's visibility; its rate check counts input records.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -28,6 +32,9 @@ pub enum Workload {
     Passthrough,
     /// W2: source -> map -> key_by -> count -> sink (10k keys).
     KeyedCount,
+    /// W3: source (event time) -> map -> key_by -> 1 s tumbling window
+    /// count -> sink (10k keys).
+    WindowCount,
 }
 
 impl Workload {
@@ -36,6 +43,7 @@ impl Workload {
         match self {
             Workload::Passthrough => "w1-passthrough",
             Workload::KeyedCount => "w2-keyed-count",
+            Workload::WindowCount => "w3-window-count",
         }
     }
 
@@ -44,10 +52,8 @@ impl Workload {
         match s {
             "w1" => Ok(Workload::Passthrough),
             "w2" => Ok(Workload::KeyedCount),
-            "w3" => anyhow::bail!(
-                "w3 (tumbling event-time window count) needs windows, which Eddy does not have yet"
-            ),
-            other => anyhow::bail!("unknown workload {other} (w1, w2)"),
+            "w3" => Ok(Workload::WindowCount),
+            other => anyhow::bail!("unknown workload {other} (w1, w2, w3)"),
         }
     }
 }
@@ -65,6 +71,9 @@ pub fn parse_mode(s: &str) -> anyhow::Result<Trigger> {
         .ok_or_else(|| anyhow::anyhow!("unknown mode {s} (continuous, mb10, mb100, mb1000)"))?;
     Ok(Trigger::ProcessingTime(Duration::from_millis(ms)))
 }
+
+/// W3: how far out of order event time is, and the watermark's bound, ms.
+pub const W3_DISORDER_MS: i64 = 10;
 
 /// Where the records come from.
 #[derive(Debug, Clone)]
@@ -91,6 +100,8 @@ pub struct LatencyRun {
     pub warmup: Duration,
     /// Parallelism of every operator.
     pub parallelism: usize,
+    /// Distinct keys (W2, W3).
+    pub keys: u64,
     /// The input.
     pub input: Input,
     /// Checkpoint (RocksDB state, every second in continuous mode, every
@@ -149,13 +160,24 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
         ..Default::default()
     });
     let p = run.parallelism;
+    // Only W3 has event time: W1 and W2 run without watermarks.
+    let w3 = run.workload == Workload::WindowCount;
     let records: Stream<(u64, u64)> = match &run.input {
         Input::Generator => pipeline
             .source(
                 "generator",
                 GeneratorSource::new(GeneratorConfig {
                     rate_per_sec: run.rate,
-                    key_space: 10_000,
+                    key_space: run.keys,
+                    // W3: event time keeps pace with the wall clock at the
+                    // cell's rate (5 M records per event-time second when
+                    // unthrottled), up to 10 ms out of order.
+                    event_time: (run.workload == Workload::WindowCount).then(|| EventTimeConfig {
+                        start_ms: (crate::runtime::record::now_ns() / 1_000_000) as i64,
+                        records_per_ms: (run.rate.unwrap_or(5_000_000) / 1000).max(1),
+                        max_disorder_ms: W3_DISORDER_MS,
+                        ..Default::default()
+                    }),
                     // Exact pacing needs a spinning source in continuous
                     // mode; a micro-batch source only wakes at ticks.
                     busy_wait: run.rate.is_some() && !run.trigger.is_micro_batch(),
@@ -169,11 +191,25 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
                 }),
             )
             .set_parallelism(p)
+            .with_watermarks_if(w3, || {
+                WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(
+                    W3_DISORDER_MS as u64,
+                ))
+            })
             .map(|e: GenEvent| (e.key, e.value))
             .set_parallelism(p),
         Input::Tcp(addr) => pipeline
             .source("tcp", TcpLineSource::new(addr))
             .set_parallelism(p)
+            // Event time: the generator's scheduled creation time.
+            .with_watermarks_if(w3, || {
+                WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(
+                    W3_DISORDER_MS as u64,
+                ))
+                .with_timestamps(|e: &crate::connectors::tcp::TcpEvent| {
+                    (e.created_us / 1000) as i64
+                })
+            })
             .map(|e: crate::connectors::tcp::TcpEvent| (e.key, e.seq))
             .set_parallelism(p),
     };
@@ -184,6 +220,15 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
         Workload::KeyedCount => {
             records
                 .key_by(|r: &(u64, u64)| r.0)
+                .count()
+                .set_parallelism(p)
+                .sink("sink", DiscardSink)
+                .set_parallelism(p);
+        }
+        Workload::WindowCount => {
+            records
+                .key_by(|r: &(u64, u64)| r.0)
+                .window(Windows::tumbling(Duration::from_secs(1)))
                 .count()
                 .set_parallelism(p)
                 .sink("sink", DiscardSink)
@@ -216,7 +261,11 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
     }
     let _ = std::fs::remove_dir_all(&scratch);
     let lat = lat.ok_or_else(|| anyhow::anyhow!("no latency measured (no output)"))?;
-    let achieved = progress.processed_rows_per_second;
+    // W3 emits one row per key and second: its rate is the input's.
+    let achieved = match run.workload {
+        Workload::WindowCount => progress.input_rows_per_second,
+        _ => progress.processed_rows_per_second,
+    };
     Ok(LatencyResult {
         workload: run.workload.name().to_string(),
         mode: run.trigger.name(),
@@ -228,6 +277,21 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
         achieved_rate: achieved,
         sustained: run.rate.is_none_or(|r| achieved >= 0.95 * r as f64),
     })
+}
+
+/// Sets a watermark strategy on a source stream when `on`.
+trait WatermarksIf<T>: Sized {
+    fn with_watermarks_if(self, on: bool, s: impl FnOnce() -> WatermarkStrategy<T>) -> Self;
+}
+
+impl<T: Data> WatermarksIf<T> for Stream<T> {
+    fn with_watermarks_if(self, on: bool, s: impl FnOnce() -> WatermarkStrategy<T>) -> Self {
+        if on {
+            self.with_watermarks(s())
+        } else {
+            self
+        }
+    }
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {

@@ -160,9 +160,13 @@ enum BenchCommand {
 
 #[derive(clap::Args)]
 struct LatencyArgs {
-    /// Workloads: w1 (passthrough), w2 (keyed count over 10k keys).
+    /// Workloads: w1 (passthrough), w2 (keyed count), w3 (1 s tumbling
+    /// event-time window count).
     #[arg(long, value_delimiter = ',', default_value = "w1,w2")]
     workloads: Vec<String>,
+    /// Distinct keys of w2 and w3.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
     /// Modes: continuous, mbN (micro-batches every N ms).
     #[arg(
         long,
@@ -535,6 +539,7 @@ async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
                 duration: Duration::from_secs(seconds),
                 warmup: Duration::from_secs(args.warmup),
                 parallelism: args.parallelism,
+                keys: args.keys,
                 input: cell_input,
                 checkpoints: !args.no_checkpoints,
                 max_records_per_batch: args.max_records_per_batch,
