@@ -404,7 +404,7 @@ mod tests {
         for seq in 0..10_000u64 {
             let ts = et.timestamp(seq);
             assert_eq!(ts, et.timestamp(seq), "a pure function");
-            if ts < max - 5 {
+            if max != i64::MIN && ts < max - 5 {
                 late += 1;
                 assert!(ts <= max - 100 + 10, "late records are far behind");
             }

@@ -34,231 +34,42 @@
 //! their snapshots, sinks re-commit the restored epoch and discard staged
 //! output of later ones.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use eddy_checkpoint::{
     BackendFactory, CheckpointStore, CheckpointTracker, MemoryBackendFactory, OperatorShape,
-    Recovery, RocksBackendFactory, RocksConfig, SharedBackend, StoreOptions, TaskId, TaskSnapshot,
+    Recovery, SharedBackend, StoreOptions, TaskId,
 };
-use serde::Serialize;
 use tokio::sync::mpsc;
 
+pub use crate::checkpoint_config::{
+    CheckpointConfig, StateBackendChoice, DEFAULT_FULL_SNAPSHOT_EVERY, DEFAULT_SNAPSHOT_NICENESS,
+};
+use crate::control::{CheckpointLink, SinkCommand, SourceCommand, TaskEvent};
+pub use crate::coordinator::CheckpointStats;
 use crate::coordinator::Coordinator;
 use crate::error::BuildError;
-use crate::graph::{InstanceBuild, LogicalGraph, LogicalNode, NodeKind};
+use crate::plan::{LogicalGraph, LogicalNode, NodeKind};
 use crate::recovery::{self, RecoveryReport, Restoring, SinkProbe};
 use crate::snapshot_pool::SnapshotPool;
-use crate::task::SourceCommand;
-use crate::trigger::{BatchProgress, Trigger};
+use crate::trigger::Trigger;
 
-/// Where keyed state lives.
-#[derive(Debug, Clone)]
-pub enum StateBackendChoice {
-    /// In memory; snapshots are full copies. For small state and tests.
-    Memory,
-    /// RocksDB per task under `local_dir` (scratch space, not the
-    /// checkpoint store); snapshots are incremental.
-    RocksDb {
-        /// Scratch directory for the live databases.
-        local_dir: PathBuf,
-    },
-}
-
-/// Default [`CheckpointConfig::snapshot_niceness`].
-pub const DEFAULT_SNAPSHOT_NICENESS: u8 = 10;
-
-/// Default [`CheckpointConfig::full_snapshot_every`].
-pub const DEFAULT_FULL_SNAPSHOT_EVERY: u32 = 8;
-
-/// Checkpointing settings.
-#[derive(Debug, Clone)]
-pub struct CheckpointConfig {
-    /// The checkpoint store's directory.
-    pub dir: PathBuf,
-    /// Most epochs pending at once.
-    pub max_in_flight: usize,
-    /// An epoch not complete after this long is aborted.
-    pub timeout: Duration,
-    /// Completed checkpoints kept.
-    pub retain: usize,
-    /// Where keyed state lives.
-    pub state: StateBackendChoice,
-    /// Niceness of the threads that take and persist snapshots (0: as the
-    /// process, 19: the lowest priority). Snapshot work then yields to the
-    /// operator tasks when cores are short; see `docs/checkpointing.md`.
-    pub snapshot_niceness: u8,
-    /// RocksDB state: every this many epochs a task's snapshot copies all
-    /// its files instead of sharing the earlier checkpoints' (0: never), so
-    /// that a damaged shared file cannot make every retained checkpoint
-    /// unusable. See `docs/checkpointing.md`.
-    pub full_snapshot_every: u32,
-    /// When the checkpoint to restore is older than output a sink that
-    /// cannot retract has already committed (the newer checkpoints were
-    /// damaged), start anyway and commit that output again: at-least-once
-    /// for this recovery. Off by default: the start is then refused with
-    /// [`BuildError::RecoveryWouldDuplicate`]. Sinks that can retract (the
-    /// file sink) move the later output aside instead and stay exactly-once.
-    pub accept_duplicates_on_fallback: bool,
-}
-
-impl CheckpointConfig {
-    /// Checkpoints into `dir`, with in-memory state. How often is the
-    /// trigger's business ([`Trigger`](crate::Trigger)).
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self {
-            dir: dir.into(),
-            max_in_flight: 2,
-            timeout: Duration::from_secs(60),
-            retain: 3,
-            state: StateBackendChoice::Memory,
-            snapshot_niceness: DEFAULT_SNAPSHOT_NICENESS,
-            full_snapshot_every: DEFAULT_FULL_SNAPSHOT_EVERY,
-            accept_duplicates_on_fallback: false,
-        }
-    }
-
-    /// Keeps keyed state in RocksDB with scratch space under `local_dir`.
-    pub fn with_rocksdb(mut self, local_dir: impl Into<PathBuf>) -> Self {
-        self.state = StateBackendChoice::RocksDb {
-            local_dir: local_dir.into(),
-        };
-        self
-    }
-
-    pub(crate) fn backend_factory(&self) -> Arc<dyn BackendFactory> {
-        match &self.state {
-            StateBackendChoice::Memory => Arc::new(MemoryBackendFactory),
-            StateBackendChoice::RocksDb { local_dir } => {
-                Arc::new(RocksBackendFactory::with_config(
-                    local_dir.clone(),
-                    RocksConfig {
-                        full_snapshot_every: self.full_snapshot_every,
-                        ..RocksConfig::default()
-                    },
-                ))
-            }
-        }
-    }
-}
-
-/// What tasks tell the coordinator.
-#[derive(Debug)]
-pub enum TaskEvent {
-    /// The task's part of epoch `epoch` is durable.
-    Ack {
-        /// The epoch.
-        epoch: u64,
-        /// The task.
-        task: TaskId,
-        /// Its snapshot.
-        snapshot: TaskSnapshot,
-    },
-    /// The task could not snapshot epoch `epoch`.
-    Decline {
-        /// The epoch.
-        epoch: u64,
-        /// The task.
-        task: TaskId,
-        /// Why.
-        reason: String,
-    },
-    /// A source has no more input (exhausted or stopped).
-    SourceFinished,
-    /// Micro-batch mode: a source's answer to a probe.
-    Probed {
-        /// Records are available for the next batch.
-        has_data: bool,
-        /// The source is exhausted (or stopped).
-        finished: bool,
-    },
-    /// Micro-batch mode: records a source emitted in epoch `epoch`.
-    SourceRows {
-        /// The epoch.
-        epoch: u64,
-        /// Records emitted.
-        rows: u64,
-    },
-}
-
-/// What the coordinator tells a sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SinkCommand {
-    /// Every epoch up to and including this one is in a durable manifest:
-    /// make its output visible.
-    Commit(u64),
-    /// The final checkpoint failed: stop waiting for a commit.
-    Abandon,
-}
-
-/// A task's link to the coordinator.
-#[derive(Clone)]
-pub struct CheckpointLink {
-    /// The task.
-    pub task: TaskId,
-    /// Events to the coordinator.
-    pub events: mpsc::UnboundedSender<TaskEvent>,
-    /// The store snapshots go to (`None`: micro-batches without a
-    /// checkpoint directory; epochs commit without a manifest).
-    pub store: Option<CheckpointStore>,
-    /// Where snapshots are taken and persisted (with `store`).
-    pub(crate) snapshots: Option<SnapshotPool>,
-}
-
-impl CheckpointLink {
-    /// Acks `epoch` with `snapshot` (ignored if the coordinator is gone).
-    pub fn ack(&self, epoch: u64, snapshot: TaskSnapshot) {
-        let _ = self.events.send(TaskEvent::Ack {
-            epoch,
-            task: self.task.clone(),
-            snapshot,
-        });
-    }
-
-    /// Declines `epoch`.
-    pub fn decline(&self, epoch: u64, reason: String) {
-        let _ = self.events.send(TaskEvent::Decline {
-            epoch,
-            task: self.task.clone(),
-            reason,
-        });
-    }
-}
-
-/// Checkpoint counters, reported in [`QueryProgress`](crate::QueryProgress).
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct CheckpointStats {
-    /// Epochs started.
-    pub started: u64,
-    /// Checkpoints completed (manifest durable).
-    pub completed: u64,
-    /// Checkpoints that failed: declined, timed out, or manifest not written.
-    pub failed: u64,
-    /// The newest completed epoch.
-    pub last_completed_epoch: Option<u64>,
-    /// Start to manifest durable, of the newest completed checkpoint.
-    pub last_duration_ms: Option<u64>,
-    /// Bytes the newest completed checkpoint wrote.
-    pub last_bytes_written: Option<u64>,
-    /// Bytes of state the newest completed checkpoint references.
-    pub last_state_bytes: Option<u64>,
-    /// The epoch restored at start, if any.
-    pub restored_epoch: Option<u64>,
-    /// The newest failure, for operators of the query.
-    pub last_failure: Option<String>,
-    /// Micro-batch mode: ticks so far (a tick without new data runs no batch).
-    pub ticks: u64,
-    /// Micro-batch mode: batches completed.
-    pub batches_completed: u64,
-    /// Micro-batch mode: the newest completed batch.
-    pub last_batch: Option<BatchProgress>,
-    /// Micro-batch mode: the most recent completed batches, oldest first.
-    pub recent_batches: Vec<BatchProgress>,
-    /// What the start did about the checkpoints it skipped and the sinks
-    /// that had committed more than the restored checkpoint (`None`: the
-    /// query has no checkpoint store).
-    pub recovery: Option<RecoveryReport>,
+/// What checkpointing gives one instance when the query starts.
+#[derive(Default)]
+pub(crate) struct Wiring {
+    /// Its link to the coordinator.
+    pub ckpt: Option<CheckpointLink>,
+    /// Sources: the encoded offset and watermark to restore.
+    pub restore_offset: Option<Vec<u8>>,
+    /// Operators: the state backend (restored when recovering).
+    pub state: Option<SharedBackend>,
+    /// Operators: the encoded meta of the restored checkpoint.
+    pub restore_meta: Option<Vec<u8>>,
+    /// Sinks: commits from the coordinator.
+    pub sink_commands: Option<mpsc::UnboundedReceiver<SinkCommand>>,
+    /// Sinks: the restored epoch and the sink's pre-commit information
+    /// (`Some(None)`: nothing to restore).
+    pub sink_restore: Option<Option<(u64, Vec<u8>)>>,
 }
 
 /// Everything `Pipeline::start` needs to wire checkpointing into the tasks.
@@ -455,13 +266,15 @@ impl CheckpointSetup {
         recovery::retract(report, sinks)
     }
 
-    /// Wires one instance: its coordinator link, and what it restores.
+    /// Wires instance `instance` of `node`: its coordinator link, and what
+    /// it restores.
     pub(crate) fn wire(
         &mut self,
-        build: &mut InstanceBuild,
+        instance: usize,
         node: &LogicalNode,
-    ) -> Result<(), BuildError> {
-        let task = TaskId::new(node.name.clone(), build.instance as u32);
+    ) -> Result<Wiring, BuildError> {
+        let mut build = Wiring::default();
+        let task = TaskId::new(node.name.clone(), instance as u32);
         let restored = self.restored.as_ref().and_then(|m| m.tasks.get(&task));
         if self.restored.is_some() && restored.is_none() {
             return Err(BuildError::IncompatibleCheckpoint(format!(
@@ -510,7 +323,7 @@ impl CheckpointSetup {
             store: self.store.clone(),
             snapshots: self.snapshots.clone(),
         });
-        Ok(())
+        Ok(build)
     }
 
     /// The coordinator task, and the stats it keeps.

@@ -142,10 +142,14 @@ impl PendingLatency {
     }
 }
 
+/// A histogram of latencies in nanoseconds, 1 ns to 1 hour, 3 significant digits.
+pub fn new_latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::new_latency_histogram;
 
     /// Deterministic jitter in `0..modulo`.
     fn jitter(i: u64, modulo: u64) -> u64 {

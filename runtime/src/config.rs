@@ -1,6 +1,6 @@
 //! Pipeline configuration.
 
-use crate::checkpointing::CheckpointConfig;
+use crate::checkpoint_config::CheckpointConfig;
 use crate::keys::DEFAULT_MAX_KEY_GROUPS;
 use crate::trigger::Trigger;
 

@@ -14,13 +14,51 @@ use eddy_checkpoint::{
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::checkpointing::{CheckpointStats, SinkCommand, TaskEvent};
+use serde::Serialize;
+
+use crate::control::{SinkCommand, SourceCommand, TaskEvent};
 use crate::message::{EpochMarker, MarkerKind};
-use crate::task::{SourceCommand, TaskFailure, TaskResult};
+use crate::recovery::RecoveryReport;
+use crate::task::{TaskFailure, TaskResult};
 use crate::trigger::{BatchProgress, Trigger};
 
 /// Completed micro-batches kept in the stats.
 const RECENT_BATCHES: usize = 1000;
+
+/// Checkpoint counters, reported in [`QueryProgress`](crate::QueryProgress).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct CheckpointStats {
+    /// Epochs started.
+    pub started: u64,
+    /// Checkpoints completed (manifest durable).
+    pub completed: u64,
+    /// Checkpoints that failed: declined, timed out, or manifest not written.
+    pub failed: u64,
+    /// The newest completed epoch.
+    pub last_completed_epoch: Option<u64>,
+    /// Start to manifest durable, of the newest completed checkpoint.
+    pub last_duration_ms: Option<u64>,
+    /// Bytes the newest completed checkpoint wrote.
+    pub last_bytes_written: Option<u64>,
+    /// Bytes of state the newest completed checkpoint references.
+    pub last_state_bytes: Option<u64>,
+    /// The epoch restored at start, if any.
+    pub restored_epoch: Option<u64>,
+    /// The newest failure, for operators of the query.
+    pub last_failure: Option<String>,
+    /// Micro-batch mode: ticks so far (a tick without new data runs no batch).
+    pub ticks: u64,
+    /// Micro-batch mode: batches completed.
+    pub batches_completed: u64,
+    /// Micro-batch mode: the newest completed batch.
+    pub last_batch: Option<BatchProgress>,
+    /// Micro-batch mode: the most recent completed batches, oldest first.
+    pub recent_batches: Vec<BatchProgress>,
+    /// What the start did about the checkpoints it skipped and the sinks
+    /// that had committed more than the restored checkpoint (`None`: the
+    /// query has no checkpoint store).
+    pub recovery: Option<RecoveryReport>,
+}
 
 /// The coordinator task's inputs.
 pub(crate) struct Coordinator {

@@ -13,31 +13,22 @@
 //! the type the API recorded for that edge, so a downcast cannot fail.
 
 use std::any::Any;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use eddy_checkpoint::SharedBackend;
 
 pub use crate::plan::{ExchangeKind, LogicalEdge, LogicalGraph, LogicalNode, NodeId, NodeKind};
-pub use crate::stream::{KeyedStream, SinkRef, Stream};
 
-use crate::checkpointing::{CheckpointLink, CheckpointSetup, SinkCommand};
+use crate::checkpointing::CheckpointSetup;
 use crate::config::PipelineConfig;
+use crate::control::{CheckpointLink, SinkCommand, SourceCommand};
 use crate::error::BuildError;
-use crate::exchange::{edge_factory, take_router, EdgeFactory, Exchange};
+use crate::exchange::{edge_factory, EdgeFactory, Exchange};
 use crate::metrics::{InstanceMetrics, QueryMetrics};
-use crate::plan::MAIN_OUTPUT;
 use crate::query::{Query, QueryParts, TaskInfo};
 use crate::record::Data;
 use crate::recovery::SinkProbe;
-use crate::source::{Source, SourceContext};
-use crate::task::{SourceCommand, SourceTask, TaskResult};
-use crate::timers::ProcessingClock;
-use crate::watermark::{WatermarkGenerator, WatermarkStrategy};
-
-/// A task future.
-pub(crate) type TaskFuture = Pin<Box<dyn Future<Output = TaskResult> + Send>>;
+use crate::task::TaskFuture;
 
 /// What one instance is built from.
 pub(crate) struct InstanceBuild {
@@ -161,7 +152,7 @@ impl Pipeline {
         self.add_node_with(name, kind, keyed, factory, true)
     }
 
-    fn add_node_with(
+    pub(crate) fn add_node_with(
         &self,
         name: &str,
         kind: NodeKind,
@@ -185,45 +176,6 @@ impl Pipeline {
             watermarks: None,
         });
         g.nodes.len() - 1
-    }
-
-    /// Adds a source. Each instance is a clone of `source`, opened with its
-    /// instance index.
-    pub fn source<T: Data, S: Source<T> + Clone>(&self, name: &str, source: S) -> Stream<T> {
-        let replayable = source.replayable();
-        let slot: Arc<Mutex<Option<WatermarkStrategy<T>>>> = Arc::new(Mutex::new(None));
-        let strategy = slot.clone();
-        let factory: NodeFactory = Box::new(move |b: InstanceBuild| {
-            let watermarks = strategy
-                .lock()
-                .expect("watermark slot")
-                .clone()
-                .map(WatermarkGenerator::new);
-            let task = SourceTask {
-                source: source.clone(),
-                ctx: SourceContext {
-                    name: b.name.clone(),
-                    instance: b.instance,
-                    parallelism: b.parallelism,
-                },
-                router: take_router::<T>(port(b.outputs, MAIN_OUTPUT), b.config.batch_size),
-                control: b.control.expect("sources get a control channel"),
-                metrics: b.metrics,
-                batch_size: b.config.batch_size,
-                micro_batch: b.config.trigger.is_micro_batch(),
-                ckpt: b.ckpt,
-                restore_offset: b.restore_offset,
-                watermarks,
-                clock: ProcessingClock::new(),
-                last_data: tokio::time::Instant::now(),
-                idle: false,
-                splits: Vec::new(),
-            };
-            Box::pin(task.run())
-        });
-        let id = self.add_node_with(name, NodeKind::Source, false, factory, replayable);
-        self.lock().nodes[id].watermarks = Some(Box::new(slot));
-        Stream::new(self.clone(), vec![(id, MAIN_OUTPUT)])
     }
 
     /// Connects the outputs `from` (node, port) to `to`.
@@ -350,7 +302,15 @@ impl Pipeline {
                     sink_restore: None,
                 };
                 match ckpt.as_mut() {
-                    Some(setup) => setup.wire(&mut build, ln)?,
+                    Some(setup) => {
+                        let w = setup.wire(instance, ln)?;
+                        build.ckpt = w.ckpt;
+                        build.restore_offset = w.restore_offset;
+                        build.state = w.state;
+                        build.restore_meta = w.restore_meta;
+                        build.sink_commands = w.sink_commands;
+                        build.sink_restore = w.sink_restore;
+                    }
                     None if ln.kind == NodeKind::Operator => {
                         build.state = Some(SharedBackend::new(Box::new(
                             eddy_checkpoint::MemoryBackend::new(),

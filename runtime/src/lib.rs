@@ -13,8 +13,10 @@
 //!   watermark minimum).
 //! - [`operator`], [`source`], [`sink`]: the traits user code implements; each
 //!   has one required method and default hooks.
-//! - [`graph`]: the typed builder ([`Pipeline`], [`Stream`], [`KeyedStream`])
-//!   and the logical plan it validates.
+//! - [`stream`]: the typed API ([`Stream`], [`KeyedStream`], sources, side
+//!   outputs, watermarks); [`graph`]: the [`Pipeline`] that collects nodes and
+//!   edges and, at [`Pipeline::start`], wires channels and spawns tasks;
+//!   `exchange`: how a typed partitioning choice becomes channels.
 //! - [`plan`]: the logical plan ([`plan::LogicalGraph`]) and its validation.
 //! - [`task`]: the task loops: one per source, operator and sink instance.
 //! - [`watermark`]: event time at the sources ([`WatermarkStrategy`]);
@@ -22,18 +24,23 @@
 //! - [`query`]: [`Query`], the handle of a running pipeline: stop, await, progress.
 //! - [`metrics`]: per-instance counters, edge occupancy, latency histograms;
 //!   [`commit_latency`]: latency measured at commit, in bounded memory.
-//! - [`checkpointing`], [`coordinator`], [`trigger`]: epochs — the
+//! - [`checkpointing`], `coordinator`, [`trigger`]: epochs — the
 //!   checkpoint protocol, the coordinator task, and when epochs start
-//!   (continuous or micro-batch); [`recovery`]: what a restart does when
-//!   sinks have committed more than the checkpoint it restores.
+//!   (continuous or micro-batch); [`checkpoint_config`]: its settings;
+//!   [`recovery`]: what a restart does when sinks have committed more than
+//!   the checkpoint it restores.
+//! - [`control`]: every control-plane message (query, coordinator, tasks).
 //!
 //! Dependency direction: `checkpoint <- runtime <- {operators, connectors} <- eddy`.
+//! Inside the runtime the modules form no import cycle.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod checkpoint_config;
 pub mod checkpointing;
 pub mod commit_latency;
 pub mod config;
+pub mod control;
 pub(crate) mod coordinator;
 pub mod edge;
 pub mod error;

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
 
+pub use crate::commit_latency::new_latency_histogram;
 use crate::commit_latency::PendingLatency;
 
 /// Counters of one operator instance.
@@ -151,11 +152,6 @@ impl InstanceMetrics {
             }
         }
     }
-}
-
-/// A histogram of latencies in nanoseconds, 1 ns to 1 hour, 3 significant digits.
-pub fn new_latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
 }
 
 /// Metrics of every instance of a query.

@@ -21,11 +21,12 @@ use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::checkpointing::CheckpointStats;
+use crate::control::SourceCommand;
+use crate::coordinator::CheckpointStats;
 use crate::error::QueryError;
-use crate::graph::{LogicalGraph, NodeKind, TaskFuture};
 use crate::metrics::QueryMetrics;
-use crate::task::{SourceCommand, TaskFailure};
+use crate::plan::{LogicalGraph, NodeKind};
+use crate::task::{TaskFailure, TaskFuture};
 
 /// Which instance a task runs.
 #[derive(Debug, Clone)]
@@ -309,19 +310,8 @@ impl Drop for Query {
 
 fn panic_message(e: tokio::task::JoinError) -> String {
     match e.try_into_panic() {
-        Ok(payload) => panic_text(&*payload),
+        Ok(payload) => crate::error::panic_text(&*payload),
         Err(e) => e.to_string(),
-    }
-}
-
-/// The text of a panic payload.
-pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
     }
 }
 

@@ -12,6 +12,7 @@ use eddy_checkpoint::StateBackend;
 use crate::edge::HashFn;
 use crate::error::BuildError;
 use crate::exchange::{take_inputs, take_router, Exchange};
+use crate::graph::port;
 use crate::graph::{InstanceBuild, NodeFactory, Pipeline};
 use crate::keys::key_hash;
 use crate::operator::{Operator, OperatorContext};
@@ -19,8 +20,10 @@ use crate::plan::{NodeId, NodeKind, MAIN_OUTPUT, SIDE_OUTPUT};
 use crate::record::Data;
 use crate::recovery::ProbeOf;
 use crate::sink::{Sink, SinkContext};
-use crate::task::{OperatorTask, SinkTask};
-use crate::watermark::WatermarkStrategy;
+use crate::source::{Source, SourceContext};
+use crate::task::{OperatorTask, SinkTask, SourceTask};
+use crate::timers::ProcessingClock;
+use crate::watermark::{WatermarkGenerator, WatermarkStrategy};
 
 /// A typed stream: the output of one or more nodes.
 pub struct Stream<T> {
@@ -310,5 +313,46 @@ impl<T: Data, K: Hash + Eq + Clone + Send + 'static> KeyedStream<T, K> {
             Stream::new(pipeline.clone(), vec![(id, MAIN_OUTPUT)]),
             Stream::new(pipeline, vec![(id, SIDE_OUTPUT)]),
         )
+    }
+}
+
+impl Pipeline {
+    /// Adds a source. Each instance is a clone of `source`, opened with its
+    /// instance index.
+    pub fn source<T: Data, S: Source<T> + Clone>(&self, name: &str, source: S) -> Stream<T> {
+        let replayable = source.replayable();
+        let slot: Arc<Mutex<Option<WatermarkStrategy<T>>>> = Arc::new(Mutex::new(None));
+        let strategy = slot.clone();
+        let factory: NodeFactory = Box::new(move |b: InstanceBuild| {
+            let watermarks = strategy
+                .lock()
+                .expect("watermark slot")
+                .clone()
+                .map(WatermarkGenerator::new);
+            let task = SourceTask {
+                source: source.clone(),
+                ctx: SourceContext {
+                    name: b.name.clone(),
+                    instance: b.instance,
+                    parallelism: b.parallelism,
+                },
+                router: take_router::<T>(port(b.outputs, MAIN_OUTPUT), b.config.batch_size),
+                control: b.control.expect("sources get a control channel"),
+                metrics: b.metrics,
+                batch_size: b.config.batch_size,
+                micro_batch: b.config.trigger.is_micro_batch(),
+                ckpt: b.ckpt,
+                restore_offset: b.restore_offset,
+                watermarks,
+                clock: ProcessingClock::new(),
+                last_data: tokio::time::Instant::now(),
+                idle: false,
+                splits: Vec::new(),
+            };
+            Box::pin(task.run())
+        });
+        let id = self.add_node_with(name, NodeKind::Source, false, factory, replayable);
+        self.lock().nodes[id].watermarks = Some(Box::new(slot));
+        Stream::new(self.clone(), vec![(id, MAIN_OUTPUT)])
     }
 }

@@ -17,7 +17,6 @@
 
 use crate::edge::Disconnected;
 use crate::error::OperatorError;
-use crate::message::EpochMarker;
 
 pub mod operator;
 pub mod sink;
@@ -26,6 +25,11 @@ pub mod source;
 pub use operator::OperatorTask;
 pub use sink::SinkTask;
 pub use source::{SourceMeta, SourceTask};
+
+pub use crate::control::SourceCommand;
+
+/// A task future.
+pub type TaskFuture = std::pin::Pin<Box<dyn std::future::Future<Output = TaskResult> + Send>>;
 
 /// Why a task ended early.
 #[derive(Debug)]
@@ -50,20 +54,3 @@ impl From<Disconnected> for TaskFailure {
 
 /// What a task's future returns.
 pub type TaskResult = Result<(), TaskFailure>;
-
-/// Commands the query sends to a source task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceCommand {
-    /// Inject this marker between two records.
-    Marker(EpochMarker),
-    /// Inject this marker, then end the stream (sent once every source ran
-    /// dry or was stopped).
-    FinalMarker(EpochMarker),
-    /// Stop reading.
-    Stop,
-    /// Micro-batch mode: fix the end of the next batch at what is available
-    /// now and report whether anything is.
-    Probe,
-    /// Micro-batch mode: emit records up to the fixed end, then this marker.
-    Batch(EpochMarker),
-}

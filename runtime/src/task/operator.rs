@@ -22,7 +22,7 @@ use eddy_checkpoint::{ManagedState, SharedBackend, TaskSnapshot};
 use serde::{Deserialize, Serialize};
 
 use super::{TaskFailure, TaskResult};
-use crate::checkpointing::CheckpointLink;
+use crate::control::CheckpointLink;
 use crate::edge::{Disconnected, InputEvent, Inputs, Router};
 use crate::error::OperatorError;
 use crate::message::{EpochMarker, Message, Watermark};
@@ -283,7 +283,7 @@ impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> Running<I, O, S, Op> {
                     .and_then(|job| job.persist(store, &link.task, epoch))
                     .map_err(|e| e.to_string())
             }))
-            .unwrap_or_else(|p| Err(format!("panicked: {}", crate::query::panic_text(&*p))));
+            .unwrap_or_else(|p| Err(format!("panicked: {}", crate::error::panic_text(&*p))));
             match result {
                 Ok(handle) => link.ack(
                     epoch,

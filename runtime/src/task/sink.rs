@@ -8,8 +8,8 @@ use eddy_checkpoint::TaskSnapshot;
 use tokio::sync::mpsc;
 
 use super::{TaskFailure, TaskResult};
-use crate::checkpointing::{CheckpointLink, SinkCommand};
 use crate::commit_latency::PendingLatency;
+use crate::control::{CheckpointLink, SinkCommand};
 use crate::edge::{InputEvent, Inputs};
 use crate::metrics::InstanceMetrics;
 use crate::record::{now_ns, Data};

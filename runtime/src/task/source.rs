@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{SourceCommand, TaskFailure, TaskResult};
-use crate::checkpointing::{CheckpointLink, TaskEvent};
+use crate::control::{CheckpointLink, TaskEvent};
 use crate::edge::Router;
 use crate::error::OperatorError;
 use crate::message::{EpochMarker, Message, Watermark};
