@@ -198,3 +198,127 @@ async fn a_processing_time_timer_fires_on_a_quiet_input() {
     q.await_termination().await.unwrap();
     assert_eq!(out.values(), vec!["record", "timer"]);
 }
+
+#[test]
+fn watermarks_are_refused_where_no_source_generates_them() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pipeline = Pipeline::new();
+        pipeline
+            .source("v", VecSource::new(vec![1u64, 2, 3]))
+            .map(|x: u64| x + 1)
+            .with_watermarks(WatermarkStrategy::monotonous())
+            .sink("out", CollectSink::new());
+        match pipeline.start() {
+            Err(BuildError::Config(msg)) => assert!(msg.contains("sources"), "{msg}"),
+            Err(other) => panic!("unexpected error {other:?}"),
+            Ok(_) => panic!("the plan must be refused"),
+        }
+    });
+}
+
+/// A running count kept in operator state on a non-keyed stream.
+#[derive(Default)]
+struct RunningCount {
+    table: Option<eddy::checkpoint::KeyedTable<u8, u64>>,
+}
+
+impl Clone for RunningCount {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl Operator<GenEvent, u64> for RunningCount {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        let backend = ctx.take_state_backend().expect("a backend");
+        self.table = Some(eddy::checkpoint::KeyedTable::new(backend, "count"));
+        Ok(())
+    }
+
+    fn tables(&mut self) -> Vec<&mut dyn eddy::checkpoint::ManagedState> {
+        self.table
+            .as_mut()
+            .map(|t| t as &mut dyn eddy::checkpoint::ManagedState)
+            .into_iter()
+            .collect()
+    }
+
+    fn process(
+        &mut self,
+        _record: Record<GenEvent>,
+        out: &mut Collector<'_, u64>,
+    ) -> Result<(), OperatorError> {
+        let n = self.table.as_mut().expect("open").update(&0, |v| {
+            let n = v.unwrap_or(0) + 1;
+            *v = Some(n);
+            n
+        })?;
+        out.emit(n);
+        Ok(())
+    }
+}
+
+/// State of an operator on a non-keyed stream is checkpointed and restored
+/// like keyed state: a query stopped half-way and restarted ends with the
+/// count of every record, not only of those read after the restart.
+#[test]
+fn state_on_a_non_keyed_stream_survives_a_restart() {
+    const LIMIT: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |stop_after: Option<Duration>| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = dir.path().to_path_buf();
+        rt.block_on(async move {
+            let pipeline = Pipeline::with_config(PipelineConfig {
+                checkpoint: Some(CheckpointConfig::new(dir.join("checkpoints"))),
+                trigger: Trigger::continuous(Duration::from_millis(50)),
+                ..Default::default()
+            });
+            let out = CollectSink::new();
+            pipeline
+                .source(
+                    "gen",
+                    GeneratorSource::new(GeneratorConfig {
+                        rate_per_sec: Some(40_000),
+                        limit: Some(LIMIT),
+                        ..Default::default()
+                    }),
+                )
+                .transform("running", RunningCount::default())
+                .sink("out", out.clone());
+            let mut q = pipeline.start().unwrap();
+            if let Some(d) = stop_after {
+                tokio::time::sleep(d).await;
+                q.stop().await.unwrap();
+            } else {
+                q.await_termination().await.unwrap();
+            }
+            out.values()
+        })
+    };
+    let first = run(Some(Duration::from_millis(200)));
+    assert!(
+        !first.is_empty() && (first.len() as u64) < LIMIT,
+        "stopped half-way: {} records",
+        first.len()
+    );
+    let second = run(None);
+    assert_eq!(
+        second.first().copied(),
+        Some(first.len() as u64 + 1),
+        "the count resumes"
+    );
+    assert_eq!(
+        second.last().copied(),
+        Some(LIMIT),
+        "every record counted once"
+    );
+}
