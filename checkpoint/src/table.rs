@@ -27,14 +27,16 @@
 //!   on write), and the entry joins the new generation.
 //! - While a flush is pending nothing else is written to the backend (the
 //!   cache evicts only entries the backend already holds, and may exceed
-//!   its capacity by what the pending flush holds back); [`KeyedTable::flush`] and the scans refuse
-//!   with [`Error::FlushInProgress`](crate::Error::FlushInProgress), since a
-//!   write then would mix post-marker values into the marker's snapshot.
+//!   its capacity by what the pending flush holds back); [`KeyedTable::flush`]
+//!   refuses with [`Error::FlushInProgress`](crate::Error::FlushInProgress),
+//!   since a write then would mix post-marker values into the marker's
+//!   snapshot. Point reads and scans work at any time: scans overlay the
+//!   backend with the cache's dirty entries and write nothing.
 //!
 //! Keys are stored as `table prefix ++ bincode(key)`; values as versioned
 //! [`codec`] frames.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -354,36 +356,61 @@ where
         Ok(())
     }
 
-    /// Visits every entry of the table (flushes first, then scans the backend).
-    pub fn for_each(&mut self, mut visit: impl FnMut(K, V) -> Result<()>) -> Result<()> {
-        self.flush()?;
-        let plen = self.prefix.len();
-        self.backend.scan_prefix(&self.prefix, &mut |k, v| {
-            let key: K = codec::decode_body(&k[plen..])?;
-            let value: V = codec::decode(v)?;
-            visit(key, value)
-        })
+    /// Visits every entry of the table, in backend key order.
+    pub fn for_each(&mut self, visit: impl FnMut(K, V) -> Result<()>) -> Result<()> {
+        let scan = self.prefix.clone();
+        self.scan(&scan, visit)
     }
 
     /// Visits, in backend key order, every entry whose key's encoding starts
-    /// with the encoding of `key_prefix` (flushes first). With tuple keys
-    /// `(A, B)` and `key_prefix: &A` this visits exactly the entries whose
-    /// first component equals the prefix: bincode encodings are
-    /// self-delimiting, so one `A`'s encoding is never a prefix of another's.
+    /// with the encoding of `key_prefix`. With tuple keys `(A, B)` and
+    /// `key_prefix: &A` this visits exactly the entries whose first
+    /// component equals the prefix: bincode encodings are self-delimiting,
+    /// so one `A`'s encoding is never a prefix of another's.
     pub fn for_each_prefix<P: Serialize + ?Sized>(
         &mut self,
         key_prefix: &P,
-        mut visit: impl FnMut(K, V) -> Result<()>,
+        visit: impl FnMut(K, V) -> Result<()>,
     ) -> Result<()> {
-        self.flush()?;
-        let plen = self.prefix.len();
         let mut scan = self.prefix.clone();
         codec::encode_into(key_prefix, &mut scan)?;
-        self.backend.scan_prefix(&scan, &mut |k, v| {
-            let key: K = codec::decode_body(&k[plen..])?;
-            let value: V = codec::decode(v)?;
-            visit(key, value)
-        })
+        self.scan(&scan, visit)
+    }
+
+    /// A scan that works at any time, a flush pending or not: the backend's
+    /// entries under `scan`, overlaid with the cache's dirty entries (their
+    /// values are newer than the backend's, which may still lack the
+    /// pending flush). Nothing is written, so a pending flush stays exactly
+    /// the marker's state. O(entries in range + dirty entries).
+    fn scan(&mut self, scan: &[u8], mut visit: impl FnMut(K, V) -> Result<()>) -> Result<()> {
+        let plen = self.prefix.len();
+        let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        self.backend.scan_prefix(scan, &mut |k, v| {
+            entries.insert(k.to_vec(), v.to_vec());
+            Ok(())
+        })?;
+        for (k, e) in &self.cache {
+            if e.dirty_gen == CLEAN {
+                continue;
+            }
+            let mut bk = self.prefix.clone();
+            codec::encode_into(k, &mut bk)?;
+            if !bk.starts_with(scan) {
+                continue;
+            }
+            match &e.value {
+                Some(v) => {
+                    entries.insert(bk, codec::encode(v)?);
+                }
+                None => {
+                    entries.remove(&bk);
+                }
+            }
+        }
+        for (k, v) in entries {
+            visit(codec::decode_body(&k[plen..])?, codec::decode(&v)?)?;
+        }
+        Ok(())
     }
 
     /// Flushes, then takes the synchronous part of a snapshot of the backend
@@ -497,6 +524,22 @@ mod flush_tests {
         t.put(50, 50).unwrap();
         assert!(backend_contents(&shared).is_empty(), "nothing written yet");
         assert!(matches!(t.flush(), Err(Error::FlushInProgress)));
+        // A scan sees the live values, and writes nothing.
+        let mut live = BTreeMap::new();
+        t.for_each(|k, v| {
+            live.insert(k, v);
+            Ok(())
+        })
+        .unwrap();
+        let mut want: BTreeMap<u64, u64> = (0..10).map(|k| (k, k)).collect();
+        want.insert(2, 100);
+        want.remove(&8);
+        want.insert(50, 50);
+        assert_eq!(live, want);
+        assert!(
+            backend_contents(&shared).is_empty(),
+            "the scan wrote nothing"
+        );
         assert!(t.flush_step(5).unwrap());
         let at_marker: BTreeMap<u64, u64> = (0..10).map(|k| (k, k)).collect();
         assert_eq!(backend_contents(&shared), at_marker);
