@@ -205,8 +205,13 @@ impl TimerService {
             _ => return Ok(None),
         }
         let (time, key) = set.pop_first().expect("checked above");
-        self.table.remove(&(domain.tag(), time, key.clone()))?;
-        Ok(Some(Timer { domain, time, key }))
+        let row = (domain.tag(), time, key);
+        self.table.remove(&row)?;
+        Ok(Some(Timer {
+            domain,
+            time,
+            key: row.2,
+        }))
     }
 
     /// The time of the earliest timer of `domain`.

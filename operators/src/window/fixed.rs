@@ -166,20 +166,19 @@ where
         let window = self.spec.window_at(start);
         let table = self.table.as_mut().ok_or_else(not_open)?;
         let id = (key, start);
-        if self.mode == OutputMode::Append {
-            if let Some(acc) = table.get(&id)? {
-                let value = self.agg.result(acc);
-                out.emit_at(
-                    WindowResult {
-                        key: id.0.clone(),
-                        window,
-                        value,
-                    },
-                    window.max_timestamp(),
-                );
-            }
+        // One lookup: take the accumulator out (the entry becomes a delete).
+        let acc = table.update(&id, |acc| acc.take())?;
+        if let (OutputMode::Append, Some(acc)) = (self.mode, acc) {
+            let value = self.agg.result(&acc);
+            out.emit_at(
+                WindowResult {
+                    key: id.0,
+                    window,
+                    value,
+                },
+                window.max_timestamp(),
+            );
         }
-        table.remove(&id)?;
         Ok(())
     }
 }
