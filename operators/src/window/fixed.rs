@@ -182,3 +182,68 @@ where
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::Count;
+    use eddy_runtime::timers::ProcessingClock;
+    use eddy_runtime::{Output, TimerService};
+
+    /// Windows the watermark passed leave no state and no timer behind:
+    /// state stays bounded on an unbounded stream.
+    #[test]
+    fn closed_windows_leave_no_state() {
+        let mut op = FixedWindowAggregate::new(
+            Arc::new(|v: &u64| *v % 3),
+            Count,
+            WindowSpec::Tumbling { size: 10 },
+            5,
+            OutputMode::Append,
+        );
+        let mut ctx = OperatorContext::for_test("w");
+        Operator::<u64, WindowResult<u64, u64>, u64>::open(&mut op, &mut ctx).unwrap();
+        let mut out: Output<WindowResult<u64, u64>, u64> = Output::default();
+        let mut timers = TimerService::in_memory();
+        let clock = ProcessingClock::new();
+        let fire_upto = |op: &mut FixedWindowAggregate<u64, u64, Count>,
+                         out: &mut Output<WindowResult<u64, u64>, u64>,
+                         timers: &mut TimerService,
+                         w: i64| {
+            while let Some(t) = timers.pop_due(TimeDomain::EventTime, w).unwrap() {
+                let mut c = Collector::new(out, timers, &clock, w);
+                op.on_timer(&t, &mut c).unwrap();
+            }
+        };
+        for ts in 0..100i64 {
+            let mut c = Collector::new(&mut out, &mut timers, &clock, NO_TIMESTAMP);
+            let mut r = Record::new(ts as u64);
+            r.timestamp = ts;
+            c.set_input(ts, 0);
+            op.process(r, &mut c).unwrap();
+        }
+        assert_eq!(timers.len(), 30, "one timer per key and window");
+        fire_upto(&mut op, &mut out, &mut timers, 50);
+        let left = |op: &mut FixedWindowAggregate<u64, u64, Count>| {
+            let mut n = 0;
+            op.table
+                .as_mut()
+                .unwrap()
+                .for_each(|_, _| {
+                    n += 1;
+                    Ok(())
+                })
+                .unwrap();
+            n
+        };
+        // Windows with end - 1 + 5 <= 50 fired: ends 10, 20, 30, 40, per key.
+        assert_eq!(out.main.len(), 12);
+        assert_eq!(left(&mut op), 18);
+        fire_upto(&mut op, &mut out, &mut timers, i64::MAX);
+        assert_eq!(out.main.len(), 30);
+        assert_eq!(left(&mut op), 0, "no state left");
+        assert!(timers.is_empty(), "no timer left");
+        let total: u64 = out.main.iter().map(|r| r.value.value).sum();
+        assert_eq!(total, 100);
+    }
+}
