@@ -18,21 +18,29 @@
 //! - [`ConsoleSink`]: prints records.
 //! - [`DiscardSink`]: drops records (benchmarks: the runtime still counts them
 //!   and measures their latency).
+//! - [`kafka`]: [`KafkaSource`] (engine-assigned partitions, checkpointed
+//!   offsets, read-committed, dead letters).
+//! - [`dead_letter`]: where sources put records they cannot decode
+//!   ([`DeadLetters`]), counted and never failing the query.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod collect;
 pub mod console;
+pub mod dead_letter;
 pub mod file;
 pub mod generator;
+pub mod kafka;
 pub mod table;
 pub mod tcp;
 pub mod vec;
 
 pub use collect::{CollectSink, DiscardSink};
 pub use console::ConsoleSink;
+pub use dead_letter::{DeadLetter, DeadLetters, Origin};
 pub use file::{Delivery, FileSink};
 pub use generator::{GenEvent, GeneratorConfig, GeneratorSource};
+pub use kafka::{KafkaMessage, KafkaRecord, KafkaSource, ProducerRecord, StartFrom};
 pub use table::TableSink;
 pub use tcp::{MalformedLine, ParseLineError, TcpEvent, TcpLineSource};
 pub use vec::VecSource;

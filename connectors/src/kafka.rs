@@ -1,0 +1,52 @@
+//! Kafka: a source with engine-assigned partitions and checkpointed offsets,
+//! and administrative helpers. The client is `rdkafka`
+//! (librdkafka built statically from its vendored sources).
+//!
+//! # The source
+//! [`KafkaSource`] reads a list of topics. Partitions are assigned by the
+//! engine, not by consumer-group rebalancing: the sorted partitions of all
+//! topics are dealt round-robin over the instances (instance `i` of `p`
+//! reads partition `n` of a single topic when `n % p == i`; with
+//! [`KafkaSource::process`] the deal spans several processes). Each
+//! instance's next offset per partition is its checkpointed offset, so a
+//! restart resumes exactly where the restored checkpoint was. Without a
+//! checkpoint a partition starts where [`StartFrom`] says (earliest,
+//! latest, a timestamp, or the group's committed offsets), resolved to a
+//! concrete offset before the first record, so even a checkpoint taken
+//! before a partition delivered anything records where it starts.
+//!
+//! Isolation is `read_committed`: records of open or aborted transactions
+//! are never read. Each record's event time ([`Record::timestamp`]) is the
+//! Kafka timestamp, and its creation time (for end-to-end latency) the same
+//! instant, so latency is measured from produce time. A message the user's
+//! deserializer refuses becomes a [`DeadLetter`] with its topic, partition,
+//! offset and the error, goes to the source's [`DeadLetters`] and is
+//! counted; the query goes on.
+//!
+//! Offsets are committed back to the consumer group (`eddy-<source>` by
+//! default) for monitoring only: the source has no checkpoint-completion
+//! hook, so at each marker it commits the offsets of the previous marker.
+//! The group lags the checkpoint by one interval; restarts never read it
+//! (except [`StartFrom::Committed`] on a start without a checkpoint).
+//!
+//! Per-partition watermarks: the runtime's event-time support is being
+//! written; the source already stamps every record with its partition's
+//! Kafka timestamp, and `docs/kafka.md` describes the hook (minimum over
+//! the instance's partitions, idle partitions excluded) it will fill.
+//!
+//! Blocking: the source's first assignment (metadata and offset look-ups)
+//! blocks the task's worker
+//! thread for a broker round trip or more, like the file sink's fsyncs.
+//!
+//! [`Record::timestamp`]: eddy_runtime::Record::timestamp
+//! [`DeadLetter`]: crate::DeadLetter
+//! [`DeadLetters`]: crate::DeadLetters
+
+pub mod admin;
+mod message;
+pub mod offsets;
+mod source;
+
+pub use message::{KafkaMessage, KafkaRecord, ProducerRecord};
+pub use offsets::StartFrom;
+pub use source::{KafkaSource, METADATA_TIMEOUT};

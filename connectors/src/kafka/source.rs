@@ -1,0 +1,517 @@
+//! The Kafka source (see the [module docs](super)).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::Notify;
+
+use eddy_runtime::record::NO_TIMESTAMP;
+use eddy_runtime::{OperatorError, Record, Source, SourceContext, SourcePoll};
+
+use super::message::{KafkaMessage, KafkaRecord};
+use super::offsets::{self, Positions, StartFrom, TopicPartition};
+use crate::dead_letter::{DeadLetter, DeadLetters, Origin};
+
+/// How long the source waits for the broker's answer to a metadata or
+/// offset request (at open and at its first poll).
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Deserialize<T> = Arc<dyn Fn(&KafkaMessage<'_>) -> Result<T, String> + Send + Sync>;
+
+/// What every instance of a source shares.
+#[derive(Debug, Clone)]
+struct Config {
+    brokers: String,
+    topics: Vec<String>,
+    group_id: Option<String>,
+    start: StartFrom,
+    bounded: bool,
+    process: (usize, usize),
+    properties: Vec<(String, String)>,
+}
+
+/// A source instance's client and read state.
+struct Open {
+    consumer: BaseConsumer,
+    ready: Arc<Notify>,
+    name: String,
+    instance: usize,
+    /// The partitions this instance reads.
+    partitions: Vec<TopicPartition>,
+    /// Next offset to read per partition (known once assigned).
+    positions: Positions,
+    assigned: bool,
+    /// Bounded mode: the end offset per partition, and the partitions done.
+    end: BTreeMap<TopicPartition, i64>,
+    done: Vec<TopicPartition>,
+    /// Positions of the previous marker, committed to the group at the next
+    /// one (monitoring only).
+    last_marker: Mutex<Option<Positions>>,
+}
+
+/// Reads Kafka topics into records of `T` (see the [module docs](super)).
+pub struct KafkaSource<T> {
+    config: Config,
+    deserialize: Deserialize<T>,
+    dead_letters: DeadLetters,
+    restored: Option<Positions>,
+    open: Option<Open>,
+}
+
+impl<T> Clone for KafkaSource<T> {
+    fn clone(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            deserialize: self.deserialize.clone(),
+            dead_letters: self.dead_letters.clone(),
+            restored: None,
+            open: None,
+        }
+    }
+}
+
+fn kafka_err(what: &str, e: KafkaError) -> OperatorError {
+    OperatorError::new(format!("kafka source: {what}: {e}"))
+}
+
+impl KafkaSource<KafkaRecord> {
+    /// A source emitting every message of `topics` as an owned
+    /// [`KafkaRecord`] (never a dead letter).
+    pub fn records(brokers: &str, topics: &[&str]) -> Self {
+        Self::new(brokers, topics, |m| Ok(m.to_record()))
+    }
+}
+
+impl<T> KafkaSource<T> {
+    /// A source reading `topics` from the cluster at `brokers`
+    /// (`host:port[,host:port...]`), decoding each message with
+    /// `deserialize`; a message it refuses becomes a dead letter.
+    ///
+    /// Defaults: start from the earliest offsets when no checkpoint exists,
+    /// unbounded, one process, consumer group `eddy-<source name>` (used
+    /// only to report progress).
+    pub fn new(
+        brokers: &str,
+        topics: &[&str],
+        deserialize: impl Fn(&KafkaMessage<'_>) -> Result<T, String> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            config: Config {
+                brokers: brokers.to_string(),
+                topics: topics.iter().map(|t| t.to_string()).collect(),
+                group_id: None,
+                start: StartFrom::Earliest,
+                bounded: false,
+                process: (0, 1),
+                properties: Vec::new(),
+            },
+            deserialize: Arc::new(deserialize),
+            dead_letters: DeadLetters::new(),
+            restored: None,
+            open: None,
+        }
+    }
+
+    /// Where to start when no checkpoint covers a partition.
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.config.start = start;
+        self
+    }
+
+    /// The consumer group offsets are reported to (and read from, with
+    /// [`StartFrom::Committed`]). Default: `eddy-<source name>`.
+    pub fn group_id(mut self, group: &str) -> Self {
+        self.config.group_id = Some(group.to_string());
+        self
+    }
+
+    /// Stop at the end offsets found when the source first assigns its
+    /// partitions (a batch read of what the topics hold, like Spark's
+    /// `endingOffsets = latest`): the source then finishes, which ends the
+    /// query once every source has. A partition also counts as done when
+    /// the consumer reports reaching its end (needed for transactional
+    /// topics, whose last offset is a commit marker no message occupies);
+    /// that report names the partition number only, so with several
+    /// topics it ends that number in each of them.
+    pub fn bounded(mut self) -> Self {
+        self.config.bounded = true;
+        self
+    }
+
+    /// Scale-out over processes: this process is `index` of `count`
+    /// processes reading the same topics, each with its own checkpoints.
+    /// Partitions are dealt over the `count * parallelism` instances of all
+    /// processes, so they read disjoint sets (every process must run the
+    /// source at the same parallelism).
+    pub fn process(mut self, index: usize, count: usize) -> Self {
+        self.config.process = (index, count.max(1));
+        self
+    }
+
+    /// Sets a librdkafka property of the consumer (for example
+    /// `fetch.wait.max.ms`). The source's own settings (group, isolation,
+    /// auto commit) take precedence.
+    pub fn property(mut self, key: &str, value: &str) -> Self {
+        self.config
+            .properties
+            .push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Where refused messages go (default: counted and kept in memory).
+    pub fn dead_letters(mut self, dead_letters: DeadLetters) -> Self {
+        self.dead_letters = dead_letters;
+        self
+    }
+
+    /// The dead-letter handle (shared by every clone).
+    pub fn dead_letter_handle(&self) -> DeadLetters {
+        self.dead_letters.clone()
+    }
+
+    fn open_mut(&mut self) -> Result<&mut Open, OperatorError> {
+        self.open
+            .as_mut()
+            .ok_or_else(|| OperatorError::new("kafka source: polled before open"))
+    }
+}
+
+/// Every partition of `topics`, sorted.
+fn list_partitions(
+    consumer: &BaseConsumer,
+    topics: &[String],
+) -> Result<Vec<TopicPartition>, OperatorError> {
+    let mut out = Vec::new();
+    for topic in topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+            .map_err(|e| kafka_err(&format!("metadata of topic {topic}"), e))?;
+        for t in md.topics() {
+            if let Some(err) = t.error() {
+                return Err(OperatorError::new(format!(
+                    "kafka source: topic {topic}: {:?}",
+                    RDKafkaErrorCode::from(err)
+                )));
+            }
+            if t.partitions().is_empty() {
+                return Err(OperatorError::new(format!(
+                    "kafka source: topic {topic} has no partitions (does it exist?)"
+                )));
+            }
+            out.extend(t.partitions().iter().map(|p| (topic.clone(), p.id())));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl Open {
+    /// Resolves a concrete start offset for every partition without one
+    /// and assigns the partitions (never group rebalancing).
+    fn assign(&mut self, config: &Config) -> Result<(), OperatorError> {
+        let missing: Vec<TopicPartition> = self
+            .partitions
+            .iter()
+            .filter(|tp| !self.positions.contains_key(*tp))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            let resolved = resolve_start(&self.consumer, config.start, &missing)?;
+            self.positions.extend(resolved);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &self.positions {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(|e| kafka_err("assignment", e))?;
+        }
+        if config.bounded {
+            for tp in &self.partitions {
+                let (_, high) = self
+                    .consumer
+                    .fetch_watermarks(&tp.0, tp.1, METADATA_TIMEOUT)
+                    .map_err(|e| kafka_err(&format!("end offset of {}/{}", tp.0, tp.1), e))?;
+                self.end.insert(tp.clone(), high);
+            }
+        }
+        self.consumer
+            .assign(&tpl)
+            .map_err(|e| kafka_err("assignment", e))?;
+        self.assigned = true;
+        Ok(())
+    }
+
+    fn finished(&self) -> bool {
+        self.end.iter().all(|(tp, end)| {
+            self.done.contains(tp) || self.positions.get(tp).is_some_and(|p| p >= end)
+        })
+    }
+}
+
+fn resolve_start(
+    consumer: &BaseConsumer,
+    start: StartFrom,
+    partitions: &[TopicPartition],
+) -> Result<Positions, OperatorError> {
+    let mut out = Positions::new();
+    let mut low_high = BTreeMap::new();
+    for tp in partitions {
+        let wm = consumer
+            .fetch_watermarks(&tp.0, tp.1, METADATA_TIMEOUT)
+            .map_err(|e| kafka_err(&format!("offsets of {}/{}", tp.0, tp.1), e))?;
+        low_high.insert(tp.clone(), wm);
+    }
+    let lookup = |tpl: TopicPartitionList| -> Positions {
+        let mut found = Positions::new();
+        for e in tpl.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                found.insert((e.topic().to_string(), e.partition()), o);
+            }
+        }
+        found
+    };
+    let found = match start {
+        StartFrom::Earliest | StartFrom::Latest => Positions::new(),
+        StartFrom::Committed => {
+            let mut tpl = TopicPartitionList::new();
+            for (t, p) in partitions {
+                tpl.add_partition(t, *p);
+            }
+            let got = consumer
+                .committed_offsets(tpl, METADATA_TIMEOUT)
+                .map_err(|e| kafka_err("committed group offsets", e))?;
+            lookup(got)
+        }
+        StartFrom::Timestamp(ms) => {
+            let mut tpl = TopicPartitionList::new();
+            for (t, p) in partitions {
+                tpl.add_partition_offset(t, *p, Offset::Offset(ms))
+                    .map_err(|e| kafka_err("offsets for a timestamp", e))?;
+            }
+            let got = consumer
+                .offsets_for_times(tpl, METADATA_TIMEOUT)
+                .map_err(|e| kafka_err("offsets for a timestamp", e))?;
+            lookup(got)
+        }
+    };
+    for (tp, (low, high)) in low_high {
+        let offset = match (start, found.get(&tp)) {
+            (StartFrom::Latest, _) => high,
+            (_, Some(&o)) => o.clamp(low, high),
+            (StartFrom::Timestamp(_), None) => high,
+            _ => low,
+        };
+        out.insert(tp, offset);
+    }
+    Ok(out)
+}
+
+/// Consumer errors that librdkafka recovers from by itself (it retries);
+/// anything else fails the query.
+fn transient(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::Resolve
+        )
+    )
+}
+
+impl<T: Send + 'static> Source<T> for KafkaSource<T> {
+    fn open(&mut self, ctx: &SourceContext) -> Result<(), OperatorError> {
+        let group = self
+            .config
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("eddy-{}", ctx.name));
+        let mut cc = ClientConfig::new();
+        for (k, v) in &self.config.properties {
+            cc.set(k, v);
+        }
+        cc.set("bootstrap.servers", &self.config.brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set(
+                "enable.partition.eof",
+                if self.config.bounded { "true" } else { "false" },
+            );
+        let mut consumer: BaseConsumer = cc
+            .create()
+            .map_err(|e| kafka_err("creating the consumer", e))?;
+        let ready = Arc::new(Notify::new());
+        let notify = ready.clone();
+        consumer.set_nonempty_callback(move || notify.notify_one());
+        let all = list_partitions(&consumer, &self.config.topics)?;
+        let (process, processes) = self.config.process;
+        let (index, count) = (
+            process * ctx.parallelism + ctx.instance,
+            processes * ctx.parallelism,
+        );
+        let partitions = all
+            .into_iter()
+            .enumerate()
+            .filter(|(n, _)| offsets::owns(*n, index, count))
+            .map(|(_, tp)| tp)
+            .collect();
+        self.open = Some(Open {
+            consumer,
+            ready,
+            name: ctx.name.clone(),
+            instance: ctx.instance,
+            partitions,
+            positions: Positions::new(),
+            assigned: false,
+            end: BTreeMap::new(),
+            done: Vec::new(),
+            last_marker: Mutex::new(None),
+        });
+        if let Some(restored) = self.restored.take() {
+            self.seek_positions(restored)?;
+        }
+        Ok(())
+    }
+
+    fn poll_next(
+        &mut self,
+        out: &mut Vec<Record<T>>,
+        max: usize,
+    ) -> Result<SourcePoll, OperatorError> {
+        let deserialize = self.deserialize.clone();
+        let dead_letters = self.dead_letters.clone();
+        let config = self.config.clone();
+        let open = self.open_mut()?;
+        if !open.assigned {
+            open.assign(&config)?;
+        }
+        let mut got = 0;
+        while got < max {
+            let Some(polled) = open.consumer.poll(Duration::ZERO) else {
+                break;
+            };
+            let msg = match polled {
+                Ok(m) => m,
+                Err(KafkaError::PartitionEOF(p)) => {
+                    for tp in open.partitions.iter().filter(|tp| tp.1 == p) {
+                        if !open.done.contains(tp) {
+                            open.done.push(tp.clone());
+                        }
+                    }
+                    continue;
+                }
+                Err(e) if transient(&e) => continue,
+                Err(e) => return Err(kafka_err("consuming", e)),
+            };
+            got += 1;
+            let m = KafkaMessage::from_borrowed(&msg);
+            open.positions
+                .insert((m.topic.to_string(), m.partition), m.offset + 1);
+            match deserialize(&m) {
+                Ok(value) => {
+                    let ts = m.timestamp.unwrap_or(NO_TIMESTAMP);
+                    out.push(Record {
+                        value,
+                        timestamp: ts,
+                        created_ns: m
+                            .timestamp
+                            .and_then(|ms| u64::try_from(ms).ok())
+                            .map_or(0, |ms| ms.saturating_mul(1_000_000)),
+                    });
+                }
+                Err(error) => {
+                    let origin = Origin::Kafka {
+                        topic: m.topic.to_string(),
+                        partition: m.partition,
+                        offset: m.offset,
+                    };
+                    let letter = DeadLetter::new(origin, error, m.value.unwrap_or_default());
+                    dead_letters.push(&open.name, open.instance, letter);
+                }
+            }
+        }
+        if got > 0 {
+            Ok(SourcePoll::Ready)
+        } else if config.bounded && open.finished() {
+            Ok(SourcePoll::Finished)
+        } else {
+            Ok(SourcePoll::Pending)
+        }
+    }
+
+    async fn wait(&mut self) {
+        match &self.open {
+            Some(open) => open.ready.notified().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn offset(&self) -> Vec<u8> {
+        let Some(open) = &self.open else {
+            return offsets::encode(&Positions::new());
+        };
+        // Report the previous marker's offsets to the group (monitoring:
+        // its checkpoint has most likely completed by now; the source has
+        // no completion hook). Asynchronous, failures ignored: the
+        // checkpoint, not the group, is where the source restarts from.
+        let mut last = open.last_marker.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(prev) = last.take() {
+            let mut tpl = TopicPartitionList::new();
+            for ((t, p), o) in &prev {
+                let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+            }
+            if tpl.count() > 0 {
+                let _ = open.consumer.commit(&tpl, CommitMode::Async);
+            }
+        }
+        *last = Some(open.positions.clone());
+        offsets::encode(&open.positions)
+    }
+
+    fn seek(&mut self, offset: &[u8]) -> Result<(), OperatorError> {
+        let positions = offsets::decode(offset)?;
+        if self.open.is_some() {
+            self.seek_positions(positions)
+        } else {
+            self.restored = Some(positions);
+            Ok(())
+        }
+    }
+
+    fn replayable(&self) -> bool {
+        true
+    }
+}
+
+impl<T> KafkaSource<T> {
+    /// Takes the checkpointed positions of this instance's partitions (a
+    /// checkpoint of another partition split keeps only what applies).
+    fn seek_positions(&mut self, positions: Positions) -> Result<(), OperatorError> {
+        let open = self.open_mut()?;
+        if open.assigned {
+            return Err(OperatorError::new(
+                "kafka source: seek after the partitions were assigned",
+            ));
+        }
+        open.positions = positions
+            .into_iter()
+            .filter(|(tp, _)| open.partitions.contains(tp))
+            .collect();
+        Ok(())
+    }
+}
