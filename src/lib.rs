@@ -24,6 +24,7 @@ pub use eddy_runtime as runtime;
 pub mod bench;
 pub mod checkpoint_bench;
 pub mod jobs;
+pub mod kafka_job;
 pub mod loadgen;
 pub mod report;
 pub mod snapshot_bytes;

@@ -1,5 +1,6 @@
 //! Kafka: a source with engine-assigned partitions and checkpointed offsets,
-//! and administrative helpers. The client is `rdkafka`
+//! and a sink that is exactly-once through transactions bound to epochs (or
+//! at-least-once through an idempotent producer). The client is `rdkafka`
 //! (librdkafka built statically from its vendored sources).
 //!
 //! # The source
@@ -34,8 +35,36 @@
 //! Kafka timestamp, and `docs/kafka.md` describes the hook (minimum over
 //! the instance's partitions, idle partitions excluded) it will fill.
 //!
-//! Blocking: the source's first assignment (metadata and offset look-ups)
-//! blocks the task's worker
+//! # The sink
+//! [`KafkaSink::exactly_once`] is a two-phase commit over a write-ahead
+//! staging file per epoch:
+//! 1. records of epoch `e` are appended to a local staging file;
+//! 2. at `Marker(e)` (pre-commit) the file is fsynced and renamed to
+//!    `epoch-<e>`, and its size and CRC32 go into the checkpoint;
+//! 3. at `Commit(e)` (the manifest of `e` is durable) the instance begins a
+//!    transaction, produces the file's records, records `e` as the offset
+//!    of its own consumer group `<transactional id>.epochs` inside the same
+//!    transaction (`send_offsets_to_transaction`), commits, and deletes the
+//!    file.
+//!
+//! The transactional id is `<prefix>-<sink name>-<instance>`, stable across
+//! restarts: a restarted instance's `init_transactions` fences its
+//! predecessor and aborts its open transaction. A crash after the manifest
+//! of `e` is durable but before `e`'s transaction committed (librdkafka
+//! cannot resume a prepared transaction) is recovered at restore: the
+//! epoch group's committed offset says which epoch committed last, so a
+//! staged epoch at or below the restored one and above it is produced again
+//! in a new transaction, and one already committed is only deleted. The
+//! same offset is [`Sink::committed_epoch`](eddy_runtime::Sink::committed_epoch).
+//! Output becomes visible at commit: latency is the checkpoint interval
+//! plus the time to produce the epoch's records and commit.
+//!
+//! [`KafkaSink::at_least_once`] sends records as they arrive through an
+//! idempotent producer and flushes at every marker; a crash replays the
+//! records since the last checkpoint, so they appear twice.
+//!
+//! Blocking: the sink's transactional calls and the source's first
+//! assignment (metadata and offset look-ups) block the task's worker
 //! thread for a broker round trip or more, like the file sink's fsyncs.
 //!
 //! [`Record::timestamp`]: eddy_runtime::Record::timestamp
@@ -45,8 +74,11 @@
 pub mod admin;
 mod message;
 pub mod offsets;
+mod sink;
 mod source;
+mod staging;
 
 pub use message::{KafkaMessage, KafkaRecord, ProducerRecord};
 pub use offsets::StartFrom;
+pub use sink::{KafkaSink, FAULT_AT_COMMIT_ENV, PRODUCER_TIMEOUT};
 pub use source::{KafkaSource, METADATA_TIMEOUT};

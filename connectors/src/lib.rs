@@ -19,7 +19,8 @@
 //! - [`DiscardSink`]: drops records (benchmarks: the runtime still counts them
 //!   and measures their latency).
 //! - [`kafka`]: [`KafkaSource`] (engine-assigned partitions, checkpointed
-//!   offsets, read-committed, dead letters).
+//!   offsets, read-committed, dead letters) and [`KafkaSink`] (exactly-once
+//!   through transactions bound to epochs, or at-least-once).
 //! - [`dead_letter`]: where sources put records they cannot decode
 //!   ([`DeadLetters`]), counted and never failing the query.
 #![forbid(unsafe_code)]
@@ -40,7 +41,7 @@ pub use console::ConsoleSink;
 pub use dead_letter::{DeadLetter, DeadLetters, Origin};
 pub use file::{Delivery, FileSink};
 pub use generator::{GenEvent, GeneratorConfig, GeneratorSource};
-pub use kafka::{KafkaMessage, KafkaRecord, KafkaSource, ProducerRecord, StartFrom};
+pub use kafka::{KafkaMessage, KafkaRecord, KafkaSink, KafkaSource, ProducerRecord, StartFrom};
 pub use table::TableSink;
 pub use tcp::{MalformedLine, ParseLineError, TcpEvent, TcpLineSource};
 pub use vec::VecSource;

@@ -1,0 +1,134 @@
+//! The Kafka connectors against a real broker (noida-db, started by the
+//! test on a loopback port): a keyed count from a 4-partition topic into an
+//! exactly-once and an at-least-once topic, in process; malformed records
+//! as dead letters.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use eddy::connectors::kafka::admin::{self, Isolation};
+use eddy::connectors::{KafkaRecord, Origin, ProducerRecord};
+use eddy::kafka_job::{kafka_count, KafkaCountJob};
+use eddy::prelude::*;
+
+mod common;
+mod kafka_support;
+use kafka_support::Broker;
+
+const T: Duration = Duration::from_secs(30);
+
+/// `n` input lines `key,seq` over `keys` keys, keyed by key; every
+/// `bad_every`-th line (if any) is malformed.
+fn input(n: u64, keys: u64, bad_every: Option<u64>) -> Vec<ProducerRecord> {
+    (0..n)
+        .map(|seq| {
+            let key = (seq * 7919) % keys;
+            if bad_every.is_some_and(|b| seq % b == b - 1) {
+                ProducerRecord::keyed(key.to_string(), format!("not a line {seq}"))
+            } else {
+                ProducerRecord::keyed(key.to_string(), format!("{key},{seq}"))
+            }
+        })
+        .collect()
+}
+
+/// Per key, the number of well-formed lines.
+fn expected_counts(records: &[ProducerRecord]) -> BTreeMap<u64, u64> {
+    let mut m = BTreeMap::new();
+    for r in records {
+        let v = String::from_utf8_lossy(&r.value);
+        if let Some((k, s)) = v.split_once(',') {
+            if let (Ok(k), Ok(_)) = (k.parse::<u64>(), s.parse::<u64>()) {
+                *m.entry(k).or_default() += 1;
+            }
+        }
+    }
+    m
+}
+
+/// The count updates per key, in the order each output partition holds
+/// them.
+fn updates(records: &[KafkaRecord]) -> BTreeMap<u64, Vec<u64>> {
+    let mut m: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for r in records {
+        let v = r.value_lossy();
+        let (k, c) = v.split_once(',').expect("key,count");
+        m.entry(k.parse().unwrap())
+            .or_default()
+            .push(c.parse().unwrap());
+    }
+    m
+}
+
+/// Asserts that every key's updates are exactly 1..=n: nothing lost,
+/// nothing twice.
+fn assert_exact(got: &BTreeMap<u64, Vec<u64>>, expected: &BTreeMap<u64, u64>) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "keys in the output"
+    );
+    for (k, n) in expected {
+        assert_eq!(got[k], (1..=*n).collect::<Vec<_>>(), "key {k}");
+    }
+}
+
+#[test]
+fn in_process_count_exactly_once_with_dead_letters() {
+    let broker = Broker::start();
+    let b = broker.bootstrap();
+    for t in ["in", "out", "alo"] {
+        admin::create_topic(&b, t, 4, T).unwrap();
+    }
+    let records = input(5_000, 40, Some(500));
+    admin::produce(&b, "in", records.clone(), T).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = KafkaCountJob {
+        brokers: b.clone(),
+        input: "in".into(),
+        output: "out".into(),
+        at_least_once_output: Some("alo".into()),
+        dir: dir.path().to_path_buf(),
+        parallelism: 2,
+        bounded: true,
+        process: (0, 1),
+    };
+    let (dead, stats) = common::runtime().block_on(async {
+        let p = Pipeline::with_config(PipelineConfig {
+            checkpoint: Some(CheckpointConfig::new(dir.path().join("checkpoints"))),
+            trigger: Trigger::continuous(Duration::from_millis(50)),
+            ..Default::default()
+        });
+        let dead = kafka_count(&p, &job);
+        let mut q = p.start().unwrap();
+        q.await_termination().await.unwrap();
+        (dead, q.checkpoint_stats().unwrap())
+    });
+    assert!(stats.completed >= 1, "{stats:?}");
+    let expected = expected_counts(&records);
+    let eo = admin::read_topic(&b, "out", Isolation::ReadCommitted, T).unwrap();
+    assert_exact(&updates(&eo), &expected);
+    let alo = admin::read_topic(&b, "alo", Isolation::ReadCommitted, T).unwrap();
+    assert_exact(&updates(&alo), &expected);
+
+    // Ten malformed lines: dead letters with their origin, counted; the
+    // query did not fail.
+    assert_eq!(dead.count(), 10);
+    let letters =
+        eddy::connectors::DeadLetters::read_file(&dir.path().join("dead-letters.jsonl")).unwrap();
+    assert_eq!(letters.len(), 10);
+    for l in &letters {
+        let Origin::Kafka {
+            topic,
+            partition,
+            offset,
+        } = &l.origin
+        else {
+            panic!("{l:?}")
+        };
+        assert_eq!(topic, "in");
+        assert!((0..4).contains(partition) && *offset >= 0, "{l:?}");
+        assert!(l.payload.starts_with("not a line"), "{l:?}");
+        assert!(l.error.contains("expected key,seq"), "{l:?}");
+    }
+}
