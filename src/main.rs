@@ -78,6 +78,26 @@ enum Command {
     /// checkpointing into `--dir`; restarted on the same directory it
     /// recovers. The Kafka crash tests kill it with SIGKILL.
     KafkaCount(KafkaCountArgs),
+    /// Counts `{"key":k,"seq":s}` JSON lines from the files of a directory
+    /// (new files picked up as they appear) per key into an exactly-once
+    /// file sink in `--dir`/out, checkpointing into `--dir`.
+    DirCount {
+        /// The input directory.
+        #[arg(long)]
+        input: std::path::PathBuf,
+        /// Checkpoint, output and dead-letter directory.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Parallelism of every operator.
+        #[arg(long, default_value_t = 2)]
+        parallelism: usize,
+        /// Milliseconds between checkpoints.
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        /// Read the files present at start, then stop.
+        #[arg(long)]
+        bounded: bool,
+    },
     /// An external load generator: listens on a loopback port and writes
     /// `created_us,seq,key` lines to every client at a fixed rate, stamped
     /// with their scheduled time (no coordinated omission); reports per
@@ -379,6 +399,30 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::KafkaCount(args) => run_kafka_count(args).await,
+            Command::DirCount {
+                input,
+                dir,
+                parallelism,
+                interval_ms,
+                bounded,
+            } => {
+                let pipeline = Pipeline::with_config(PipelineConfig {
+                    checkpoint: Some(CheckpointConfig::new(dir.join("checkpoints"))),
+                    trigger: Trigger::continuous(Duration::from_millis(interval_ms)),
+                    ..Default::default()
+                });
+                let dead = eddy::dir_job::dir_count(&pipeline, input, dir, parallelism, bounded);
+                let mut q = pipeline.start()?;
+                q.await_termination().await?;
+                let stats = q.checkpoint_stats().unwrap_or_default();
+                println!(
+                    "done: restored from {:?}, {} checkpoints completed, {} dead letters",
+                    stats.restored_epoch,
+                    stats.completed,
+                    dead.count()
+                );
+                Ok(())
+            }
             Command::Loadgen {
                 addr,
                 rate,

@@ -21,6 +21,9 @@
 //! - [`kafka`]: [`KafkaSource`] (engine-assigned partitions, checkpointed
 //!   offsets, read-committed, dead letters) and [`KafkaSink`] (exactly-once
 //!   through transactions bound to epochs, or at-least-once).
+//! - [`DirSource`]: rows (CSV or JSON lines, typed via serde) from the files
+//!   of a directory, new files picked up as they appear, replayable by file
+//!   name and byte offset.
 //! - [`dead_letter`]: where sources put records they cannot decode
 //!   ([`DeadLetters`]), counted and never failing the query.
 #![forbid(unsafe_code)]
@@ -29,6 +32,7 @@
 pub mod collect;
 pub mod console;
 pub mod dead_letter;
+pub mod dir_source;
 pub mod file;
 pub mod generator;
 pub mod kafka;
@@ -39,6 +43,7 @@ pub mod vec;
 pub use collect::{CollectSink, DiscardSink};
 pub use console::ConsoleSink;
 pub use dead_letter::{DeadLetter, DeadLetters, Origin};
+pub use dir_source::DirSource;
 pub use file::{Delivery, FileSink};
 pub use generator::{GenEvent, GeneratorConfig, GeneratorSource};
 pub use kafka::{KafkaMessage, KafkaRecord, KafkaSink, KafkaSource, ProducerRecord, StartFrom};
