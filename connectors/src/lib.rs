@@ -8,6 +8,8 @@
 //!   an offset) and stamped with its creation time for latency measurement.
 //! - [`TcpLineSource`]: reads `created_us,seq,key` lines ([`TcpEvent`]s) from
 //!   a TCP server, stamped with the sender's creation time.
+//! - [`SocketTextSource`]: every line a TCP server sends, as a `String`
+//!   (Spark's `socketTextStream`).
 //! - [`TableSink`]: keeps the latest value per key in memory (update mode),
 //!   readable while the query runs: the memory sink of a long-running query.
 //! - [`CollectSink`]: keeps everything it receives in memory, readable while
@@ -36,6 +38,7 @@ pub mod dir_source;
 pub mod file;
 pub mod generator;
 pub mod kafka;
+pub mod socket_lines;
 pub mod table;
 pub mod tcp;
 pub mod vec;
@@ -47,6 +50,7 @@ pub use dir_source::DirSource;
 pub use file::{Delivery, FileSink};
 pub use generator::{GenEvent, GeneratorConfig, GeneratorSource};
 pub use kafka::{KafkaMessage, KafkaRecord, KafkaSink, KafkaSource, ProducerRecord, StartFrom};
+pub use socket_lines::SocketTextSource;
 pub use table::TableSink;
 pub use tcp::{MalformedLine, ParseLineError, TcpEvent, TcpLineSource};
 pub use vec::VecSource;
