@@ -25,6 +25,7 @@ pub mod bench;
 pub mod checkpoint_bench;
 pub mod dir_job;
 pub mod jobs;
+pub mod kafka_bench;
 pub mod kafka_job;
 pub mod loadgen;
 pub mod report;

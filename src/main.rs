@@ -128,6 +128,29 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Kafka -> map -> Kafka, exactly-once vs at-least-once: latency from
+    /// production to visibility to a read_committed consumer at a fixed
+    /// rate, and the throughput of a bounded read. Needs a broker.
+    Kafka {
+        /// Bootstrap servers.
+        #[arg(long)]
+        brokers: String,
+        /// Input records per second in the latency runs.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Seconds of load per latency run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Milliseconds between checkpoints.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Parallelism of every operator.
+        #[arg(long, default_value_t = 2)]
+        parallelism: usize,
+        /// Records in the throughput runs.
+        #[arg(long, default_value_t = 500_000)]
+        drain_records: u64,
+    },
     /// End-to-end latency, continuous vs micro-batch, at fixed input rates,
     /// plus each mode's throughput ceiling.
     Latency(LatencyArgs),
@@ -468,6 +491,26 @@ fn main() -> anyhow::Result<()> {
                     Ok(())
                 }
                 BenchCommand::Latency(args) => bench_latency(args).await,
+                BenchCommand::Kafka {
+                    brokers,
+                    rate,
+                    seconds,
+                    interval_ms,
+                    parallelism,
+                    drain_records,
+                } => {
+                    let rows = eddy::kafka_bench::run(&eddy::kafka_bench::KafkaBench {
+                        brokers,
+                        rate,
+                        seconds,
+                        interval_ms,
+                        parallelism,
+                        drain_records,
+                    })
+                    .await?;
+                    print!("{}", eddy::kafka_bench::markdown(&rows));
+                    Ok(())
+                }
                 BenchCommand::Checkpoint {
                     keys,
                     rate,

@@ -182,3 +182,105 @@ pub fn read_topic(
     }
     Ok(out)
 }
+
+/// A plain (idempotent, not transactional) producer for load generators.
+pub struct PlainProducer {
+    producer: ThreadedProducer<DefaultProducerContext>,
+    topic: String,
+}
+
+impl PlainProducer {
+    /// A producer writing to `topic`.
+    ///
+    /// # Errors
+    /// The client cannot be created.
+    pub fn new(brokers: &str, topic: &str) -> Result<Self, AdminError> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "0")
+            .create()
+            .map_err(err("creating a producer"))?;
+        Ok(Self {
+            producer,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// Queues one record, waiting while the client's queue is full.
+    ///
+    /// # Errors
+    /// The client refused the record.
+    pub fn send(&self, r: &ProducerRecord) -> Result<(), AdminError> {
+        let mut rec = BaseRecord::to(&self.topic).payload(&r.value);
+        if let Some(k) = &r.key {
+            rec = rec.key(k);
+        }
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(err("producing")(e)),
+            }
+        }
+    }
+
+    /// Waits until every queued record is acknowledged.
+    ///
+    /// # Errors
+    /// Not all were acknowledged within `timeout`.
+    pub fn flush(&self, timeout: Duration) -> Result<(), AdminError> {
+        self.producer.flush(timeout).map_err(err("flushing"))
+    }
+}
+
+/// Reads `topic` from the beginning, calling `each` for every record as it
+/// arrives, until `stop` returns true (checked between polls, at least
+/// every 100 ms).
+///
+/// # Errors
+/// The topic cannot be listed or a fetch failed.
+pub fn tail_topic(
+    brokers: &str,
+    topic: &str,
+    isolation: Isolation,
+    mut each: impl FnMut(&KafkaMessage<'_>),
+    stop: impl Fn() -> bool,
+) -> Result<(), AdminError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "eddy-tail-topic")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .set(
+            "isolation.level",
+            match isolation {
+                Isolation::ReadCommitted => "read_committed",
+                Isolation::ReadUncommitted => "read_uncommitted",
+            },
+        )
+        .create()
+        .map_err(err("creating a consumer"))?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(err("listing partitions"))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .map_err(err("assigning"))?;
+        }
+    }
+    consumer.assign(&tpl).map_err(err("assigning"))?;
+    while !stop() {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => each(&KafkaMessage::from_borrowed(&m)),
+            Some(Err(e)) => return Err(err("reading")(e)),
+        }
+    }
+    Ok(())
+}
