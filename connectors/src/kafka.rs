@@ -30,6 +30,12 @@
 //! The group lags the checkpoint by one interval; restarts never read it
 //! (except [`StartFrom::Committed`] on a start without a checkpoint).
 //!
+//! Micro-batch mode: [`Source::fix_batch_end`](eddy_runtime::Source::fix_batch_end)
+//! fixes each partition's end at its high watermark (one metadata round
+//! trip per partition per batch); a message consumed past it is held back
+//! and its partition paused until the next batch, so a batch never reads
+//! past the end fixed when it was planned.
+//!
 //! Per-partition watermarks: the runtime's event-time support is being
 //! written; the source already stamps every record with its partition's
 //! Kafka timestamp, and `docs/kafka.md` describes the hook (minimum over

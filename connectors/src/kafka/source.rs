@@ -1,6 +1,6 @@
 //! The Kafka source (see the [module docs](super)).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,8 +36,16 @@ struct Config {
     properties: Vec<(String, String)>,
 }
 
+/// A consumed message, decoded, not yet emitted (micro-batch mode: it lies
+/// past the current batch's end).
+struct Decoded<T> {
+    tp: TopicPartition,
+    offset: i64,
+    outcome: Result<Record<T>, DeadLetter>,
+}
+
 /// A source instance's client and read state.
-struct Open {
+struct Open<T> {
     consumer: BaseConsumer,
     ready: Arc<Notify>,
     name: String,
@@ -53,6 +61,12 @@ struct Open {
     /// Positions of the previous marker, committed to the group at the next
     /// one (monitoring only).
     last_marker: Mutex<Option<Positions>>,
+    /// Micro-batch mode: the end offset of the current batch per partition.
+    batch_end: Option<BTreeMap<TopicPartition, i64>>,
+    /// Micro-batch mode: messages consumed past the batch end, in order;
+    /// their partitions are paused until the next batch.
+    stash: VecDeque<Decoded<T>>,
+    paused: Vec<TopicPartition>,
 }
 
 /// Reads Kafka topics into records of `T` (see the [module docs](super)).
@@ -61,7 +75,7 @@ pub struct KafkaSource<T> {
     deserialize: Deserialize<T>,
     dead_letters: DeadLetters,
     restored: Option<Positions>,
-    open: Option<Open>,
+    open: Option<Open<T>>,
 }
 
 impl<T> Clone for KafkaSource<T> {
@@ -175,7 +189,7 @@ impl<T> KafkaSource<T> {
         self.dead_letters.clone()
     }
 
-    fn open_mut(&mut self) -> Result<&mut Open, OperatorError> {
+    fn open_mut(&mut self) -> Result<&mut Open<T>, OperatorError> {
         self.open
             .as_mut()
             .ok_or_else(|| OperatorError::new("kafka source: polled before open"))
@@ -211,7 +225,7 @@ fn list_partitions(
     Ok(out)
 }
 
-impl Open {
+impl<T> Open<T> {
     /// Resolves a concrete start offset for every partition without one
     /// and assigns the partitions (never group rebalancing).
     fn assign(&mut self, config: &Config) -> Result<(), OperatorError> {
@@ -244,6 +258,70 @@ impl Open {
             .map_err(|e| kafka_err("assignment", e))?;
         self.assigned = true;
         Ok(())
+    }
+
+    /// Whether `offset` of `tp` may be emitted in the current batch
+    /// (always, outside micro-batch mode).
+    fn within_batch(&self, tp: &TopicPartition, offset: i64) -> bool {
+        match &self.batch_end {
+            None => true,
+            Some(end) => end.get(tp).is_none_or(|e| offset < *e),
+        }
+    }
+
+    /// Emits a decoded message: its record, or its dead letter; either way
+    /// its partition's position moves past it.
+    fn emit(&mut self, item: Decoded<T>, out: &mut Vec<Record<T>>, dead_letters: &DeadLetters) {
+        self.positions.insert(item.tp, item.offset + 1);
+        match item.outcome {
+            Ok(record) => out.push(record),
+            Err(letter) => dead_letters.push(&self.name, self.instance, letter),
+        }
+    }
+
+    /// Holds back a message past the batch end and pauses its partition
+    /// until the next batch.
+    fn hold(&mut self, item: Decoded<T>) -> Result<(), OperatorError> {
+        if !self.paused.contains(&item.tp) {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&item.tp.0, item.tp.1);
+            self.consumer
+                .pause(&tpl)
+                .map_err(|e| kafka_err("pausing a partition", e))?;
+            self.paused.push(item.tp.clone());
+        }
+        self.stash.push_back(item);
+        Ok(())
+    }
+
+    /// Micro-batch mode: the next batch ends at each partition's end offset
+    /// now; paused partitions resume. Says whether anything is available.
+    fn fix_batch_end(&mut self) -> bool {
+        let mut ends = BTreeMap::new();
+        for tp in &self.partitions {
+            let at = self.positions.get(tp).copied().unwrap_or(0);
+            // A failed look-up fixes the end where the partition is: nothing
+            // new from it in this batch, the next probe asks again.
+            let end = self
+                .consumer
+                .fetch_watermarks(&tp.0, tp.1, METADATA_TIMEOUT)
+                .map_or(at, |(_, high)| high);
+            ends.insert(tp.clone(), end);
+        }
+        if !self.paused.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (t, p) in self.paused.drain(..) {
+                tpl.add_partition(&t, p);
+            }
+            // A failed resume shows as a partition that stops delivering;
+            // librdkafka logs it.
+            let _ = self.consumer.resume(&tpl);
+        }
+        let available = ends
+            .iter()
+            .any(|(tp, end)| self.positions.get(tp).is_some_and(|at| at < end));
+        self.batch_end = Some(ends);
+        available
     }
 
     fn finished(&self) -> bool {
@@ -309,6 +387,36 @@ fn resolve_start(
         out.insert(tp, offset);
     }
     Ok(out)
+}
+
+/// Decodes a consumed message into its record or its dead letter.
+fn decode<T>(
+    m: &KafkaMessage<'_>,
+    deserialize: &(dyn Fn(&KafkaMessage<'_>) -> Result<T, String> + Send + Sync),
+) -> Decoded<T> {
+    let outcome = match deserialize(m) {
+        Ok(value) => Ok(Record {
+            value,
+            timestamp: m.timestamp.unwrap_or(NO_TIMESTAMP),
+            created_ns: m
+                .timestamp
+                .and_then(|ms| u64::try_from(ms).ok())
+                .map_or(0, |ms| ms.saturating_mul(1_000_000)),
+        }),
+        Err(error) => {
+            let origin = Origin::Kafka {
+                topic: m.topic.to_string(),
+                partition: m.partition,
+                offset: m.offset,
+            };
+            Err(DeadLetter::new(origin, error, m.value.unwrap_or_default()))
+        }
+    };
+    Decoded {
+        tp: (m.topic.to_string(), m.partition),
+        offset: m.offset,
+        outcome,
+    }
 }
 
 /// Consumer errors that librdkafka recovers from by itself (it retries);
@@ -381,6 +489,9 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
             end: BTreeMap::new(),
             done: Vec::new(),
             last_marker: Mutex::new(None),
+            batch_end: None,
+            stash: VecDeque::new(),
+            paused: Vec::new(),
         });
         if let Some(restored) = self.restored.take() {
             self.seek_positions(restored)?;
@@ -401,7 +512,23 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
             open.assign(&config)?;
         }
         let mut got = 0;
-        while got < max {
+        // Micro-batch mode: what was stashed past the previous end first.
+        if !open.stash.is_empty() {
+            let mut keep = VecDeque::new();
+            for item in std::mem::take(&mut open.stash) {
+                if got < max && open.within_batch(&item.tp, item.offset) {
+                    open.emit(item, out, &dead_letters);
+                    got += 1;
+                } else {
+                    keep.push_back(item);
+                }
+            }
+            open.stash = keep;
+        }
+        // Messages consumed but held back count against a cap, so one poll
+        // stays bounded.
+        let mut held = 0;
+        while got < max && held < max {
             let Some(polled) = open.consumer.poll(Duration::ZERO) else {
                 break;
             };
@@ -418,31 +545,14 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
                 Err(e) if transient(&e) => continue,
                 Err(e) => return Err(kafka_err("consuming", e)),
             };
-            got += 1;
             let m = KafkaMessage::from_borrowed(&msg);
-            open.positions
-                .insert((m.topic.to_string(), m.partition), m.offset + 1);
-            match deserialize(&m) {
-                Ok(value) => {
-                    let ts = m.timestamp.unwrap_or(NO_TIMESTAMP);
-                    out.push(Record {
-                        value,
-                        timestamp: ts,
-                        created_ns: m
-                            .timestamp
-                            .and_then(|ms| u64::try_from(ms).ok())
-                            .map_or(0, |ms| ms.saturating_mul(1_000_000)),
-                    });
-                }
-                Err(error) => {
-                    let origin = Origin::Kafka {
-                        topic: m.topic.to_string(),
-                        partition: m.partition,
-                        offset: m.offset,
-                    };
-                    let letter = DeadLetter::new(origin, error, m.value.unwrap_or_default());
-                    dead_letters.push(&open.name, open.instance, letter);
-                }
+            let item = decode(&m, deserialize.as_ref());
+            if open.within_batch(&item.tp, item.offset) {
+                open.emit(item, out, &dead_letters);
+                got += 1;
+            } else {
+                open.hold(item)?;
+                held += 1;
             }
         }
         if got > 0 {
@@ -491,6 +601,18 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
             self.restored = Some(positions);
             Ok(())
         }
+    }
+
+    fn fix_batch_end(&mut self) -> bool {
+        let config = self.config.clone();
+        let Ok(open) = self.open_mut() else {
+            return false;
+        };
+        if !open.assigned && open.assign(&config).is_err() {
+            // The first poll reports the error.
+            return true;
+        }
+        open.fix_batch_end()
     }
 
     fn replayable(&self) -> bool {
