@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use eddy::connectors::kafka::admin::{self, Isolation};
-use eddy::connectors::KafkaSink;
 use eddy::connectors::{KafkaRecord, Origin, ProducerRecord};
+use eddy::connectors::{KafkaSink, KafkaSource};
 use eddy::kafka_job::{kafka_count, KafkaCountJob};
 use eddy::prelude::*;
 use eddy::runtime::SinkContext;
@@ -286,4 +286,38 @@ fn micro_batches_fix_their_end_and_stay_exact() {
     assert!(batches >= 2, "{batches} batches");
     let eo = admin::read_topic(&b, "out", Isolation::ReadCommitted, T).unwrap();
     assert_exact(&updates(&eo), &expected);
+}
+
+/// A topic pattern reads every matching topic (all partitions, dealt over
+/// the instances) and no other; the owned records carry their origin.
+#[test]
+fn a_topic_pattern_reads_every_matching_topic() {
+    let broker = Broker::start();
+    let b = broker.bootstrap();
+    for (t, parts) in [("p-a", 2), ("p-b", 1), ("q", 1)] {
+        admin::create_topic(&b, t, parts, T).unwrap();
+        let recs = (0..10).map(|i| ProducerRecord::keyed(i.to_string(), format!("{t}:{i}")));
+        admin::produce(&b, t, recs, T).unwrap();
+    }
+    let got = CollectSink::new();
+    common::runtime().block_on(async {
+        let p = Pipeline::new();
+        let source = KafkaSource::records(&b, &[]).topic_pattern("p-*").bounded();
+        p.source("pattern", source)
+            .set_parallelism(2)
+            .sink("all", got.clone());
+        p.start().unwrap().await_termination().await.unwrap();
+    });
+    let mut values: Vec<String> = got.values().iter().map(KafkaRecord::value_lossy).collect();
+    values.sort();
+    let mut expected: Vec<String> = ["p-a", "p-b"]
+        .iter()
+        .flat_map(|t| (0..10).map(move |i| format!("{t}:{i}")))
+        .collect();
+    expected.sort();
+    assert_eq!(values, expected);
+    assert!(got
+        .values()
+        .iter()
+        .all(|r| r.topic.starts_with("p-") && r.offset >= 0));
 }

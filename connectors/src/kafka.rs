@@ -4,7 +4,8 @@
 //! (librdkafka built statically from its vendored sources).
 //!
 //! # The source
-//! [`KafkaSource`] reads a list of topics. Partitions are assigned by the
+//! [`KafkaSource`] reads a list of topics, or every topic matching a glob
+//! ([`KafkaSource::topic_pattern`]). Partitions are assigned by the
 //! engine, not by consumer-group rebalancing: the sorted partitions of all
 //! topics are dealt round-robin over the instances (instance `i` of `p`
 //! reads partition `n` of a single topic when `n % p == i`; with
@@ -80,6 +81,7 @@
 pub mod admin;
 mod message;
 pub mod offsets;
+mod pattern;
 mod sink;
 mod source;
 mod staging;

@@ -29,6 +29,7 @@ type Deserialize<T> = Arc<dyn Fn(&KafkaMessage<'_>) -> Result<T, String> + Send 
 struct Config {
     brokers: String,
     topics: Vec<String>,
+    pattern: Option<String>,
     group_id: Option<String>,
     start: StartFrom,
     bounded: bool,
@@ -119,6 +120,7 @@ impl<T> KafkaSource<T> {
             config: Config {
                 brokers: brokers.to_string(),
                 topics: topics.iter().map(|t| t.to_string()).collect(),
+                pattern: None,
                 group_id: None,
                 start: StartFrom::Earliest,
                 bounded: false,
@@ -130,6 +132,16 @@ impl<T> KafkaSource<T> {
             restored: None,
             open: None,
         }
+    }
+
+    /// Read every topic whose name matches the glob `pattern` (`*`, `?`)
+    /// as well as the listed ones, resolved when the source opens (topics
+    /// whose names start with `__`, the broker's own, are left out). Every
+    /// instance resolves it at once, so all see the same topics unless one
+    /// is created meanwhile; topics created later are read after a restart.
+    pub fn topic_pattern(mut self, pattern: &str) -> Self {
+        self.config.pattern = Some(pattern.to_string());
+        self
     }
 
     /// Where to start when no checkpoint covers a partition.
@@ -147,8 +159,10 @@ impl<T> KafkaSource<T> {
 
     /// Stop at the end offsets found when the source first assigns its
     /// partitions (a batch read of what the topics hold, like Spark's
-    /// `endingOffsets = latest`): the source then finishes, which ends the
-    /// query once every source has. A partition also counts as done when
+    /// `endingOffsets = latest`): messages past those offsets are not
+    /// emitted (their partition stops being fetched), and once every
+    /// partition is done the source finishes, which ends the query once
+    /// every source has. A partition also counts as done when
     /// the consumer reports reaching its end (needed for transactional
     /// topics, whose last offset is a commit marker no message occupies);
     /// that report names the partition number only, so with several
@@ -267,6 +281,27 @@ impl<T> Open<T> {
             None => true,
             Some(end) => end.get(tp).is_none_or(|e| offset < *e),
         }
+    }
+
+    /// Bounded mode: whether `offset` lies at or past the partition's end.
+    fn past_bound(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        self.end
+            .iter()
+            .any(|((t, p), end)| t == topic && *p == partition && offset >= *end)
+    }
+
+    /// Bounded mode: the partition is read to its end; stop fetching it.
+    fn stop_partition(&mut self, tp: TopicPartition) -> Result<(), OperatorError> {
+        if !self.done.contains(&tp) {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&tp.0, tp.1);
+            self.consumer
+                .pause(&tpl)
+                .map_err(|e| kafka_err("pausing a partition", e))?;
+            self.paused.retain(|p| *p != tp);
+            self.done.push(tp);
+        }
+        Ok(())
     }
 
     /// Emits a decoded message: its record, or its dead letter; either way
@@ -466,7 +501,28 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
         let ready = Arc::new(Notify::new());
         let notify = ready.clone();
         consumer.set_nonempty_callback(move || notify.notify_one());
-        let all = list_partitions(&consumer, &self.config.topics)?;
+        let mut topics = self.config.topics.clone();
+        if let Some(pattern) = &self.config.pattern {
+            let md = consumer
+                .fetch_metadata(None, METADATA_TIMEOUT)
+                .map_err(|e| kafka_err("listing topics", e))?;
+            for t in md.topics() {
+                let name = t.name();
+                if !name.starts_with("__")
+                    && super::pattern::matches(pattern, name)
+                    && !topics.iter().any(|x| x == name)
+                {
+                    topics.push(name.to_string());
+                }
+            }
+        }
+        if topics.is_empty() {
+            return Err(OperatorError::new(format!(
+                "kafka source: no topic to read (pattern {:?} matches none)",
+                self.config.pattern
+            )));
+        }
+        let all = list_partitions(&consumer, &topics)?;
         let (process, processes) = self.config.process;
         let (index, count) = (
             process * ctx.parallelism + ctx.instance,
@@ -546,6 +602,12 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
                 Err(e) => return Err(kafka_err("consuming", e)),
             };
             let m = KafkaMessage::from_borrowed(&msg);
+            if open.past_bound(m.topic, m.partition, m.offset) {
+                // Bounded: past the end, never emitted by this run (its
+                // position stays, so a later run reads it).
+                open.stop_partition((m.topic.to_string(), m.partition))?;
+                continue;
+            }
             let item = decode(&m, deserialize.as_ref());
             if open.within_batch(&item.tp, item.offset) {
                 open.emit(item, out, &dead_letters);
