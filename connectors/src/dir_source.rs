@@ -456,13 +456,17 @@ mod tests {
         for i in 0..6 {
             std::fs::write(
                 dir.path().join(format!("part-{i}.csv")),
-                format!("key,name\n{i},\"a, b\"\n{},c", i + 10),
+                format!("key,name\n{i},\"a, b\"\nnot-a-key,x\n{},c", i + 10),
             )
             .unwrap();
         }
         let mut all = Vec::new();
+        let dl = DeadLetters::new();
         for instance in 0..2 {
-            let mut s = DirSource::<Row>::csv(dir.path()).skip_header().bounded();
+            let mut s = DirSource::<Row>::csv(dir.path())
+                .skip_header()
+                .bounded()
+                .dead_letters(dl.clone());
             s.open(&SourceContext {
                 instance,
                 parallelism: 2,
@@ -479,5 +483,14 @@ mod tests {
             vec![0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15]
         );
         assert_eq!(all[0].name, "a, b");
+        // One malformed row per file: a dead letter naming file and offset.
+        assert_eq!(dl.count(), 6);
+        for l in dl.recent() {
+            let Origin::File { path, offset } = &l.origin else {
+                panic!("{l:?}")
+            };
+            assert!(path.ends_with(".csv") && *offset > 0, "{l:?}");
+            assert_eq!(l.payload, "not-a-key,x");
+        }
     }
 }
