@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use eddy::connectors::kafka::admin::{self, Isolation};
-use eddy::connectors::{KafkaRecord, Origin, ProducerRecord};
+use eddy::connectors::{DeadLetter, KafkaRecord, Origin, ProducerRecord};
 use eddy::connectors::{KafkaSink, KafkaSource};
 use eddy::kafka_job::{kafka_count, KafkaCountJob};
 use eddy::prelude::*;
@@ -320,4 +320,35 @@ fn a_topic_pattern_reads_every_matching_topic() {
         .values()
         .iter()
         .all(|r| r.topic.starts_with("p-") && r.offset >= 0));
+}
+
+/// Dead letters as typed values in the stream: the pipeline splits them off
+/// to a sink of their own.
+#[test]
+fn dead_letters_can_travel_in_the_stream() {
+    let broker = Broker::start();
+    let b = broker.bootstrap();
+    admin::create_topic(&b, "in", 2, T).unwrap();
+    admin::produce(&b, "in", input(300, 7, Some(100)), T).unwrap();
+    let (good, bad) = (CollectSink::new(), CollectSink::new());
+    common::runtime().block_on(async {
+        let p = Pipeline::new();
+        let rows = p.source(
+            "in",
+            KafkaSource::results(&b, &["in"], eddy::kafka_job::parse_input).bounded(),
+        );
+        rows.clone()
+            .flat_map(|r: Result<u64, DeadLetter>| r.ok().into_iter().collect::<Vec<_>>())
+            .sink("good", good.clone());
+        rows.flat_map(|r: Result<u64, DeadLetter>| r.err().into_iter().collect::<Vec<_>>())
+            .sink("bad", bad.clone());
+        p.start().unwrap().await_termination().await.unwrap();
+    });
+    assert_eq!(good.values().len(), 297);
+    let letters: Vec<DeadLetter> = bad.values();
+    assert_eq!(letters.len(), 3);
+    assert!(letters.iter().all(
+        |l| matches!(&l.origin, Origin::Kafka { topic, .. } if topic == "in")
+            && l.payload.starts_with("not a line")
+    ));
 }

@@ -103,6 +103,31 @@ impl KafkaSource<KafkaRecord> {
     }
 }
 
+impl<T: 'static> KafkaSource<Result<T, DeadLetter>> {
+    /// A source whose dead letters travel in the stream, as typed values:
+    /// a message `deserialize` refuses becomes `Err(DeadLetter)` (with its
+    /// topic, partition and offset) in place of `Ok(T)`, so the pipeline can
+    /// route it to a sink of its own, where it is exactly-once like any
+    /// output. Such dead letters are not counted by the source's
+    /// [`DeadLetters`] handle: count them where they are consumed.
+    pub fn results(
+        brokers: &str,
+        topics: &[&str],
+        deserialize: impl Fn(&KafkaMessage<'_>) -> Result<T, String> + Send + Sync + 'static,
+    ) -> Self {
+        Self::new(brokers, topics, move |m| {
+            Ok(deserialize(m).map_err(|error| {
+                let origin = Origin::Kafka {
+                    topic: m.topic.to_string(),
+                    partition: m.partition,
+                    offset: m.offset,
+                };
+                DeadLetter::new(origin, error, m.value.unwrap_or_default())
+            }))
+        })
+    }
+}
+
 impl<T> KafkaSource<T> {
     /// A source reading `topics` from the cluster at `brokers`
     /// (`host:port[,host:port...]`), decoding each message with
