@@ -15,6 +15,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eddy::connectors::kafka::admin::{self, Isolation};
@@ -26,7 +28,12 @@ mod kafka_support;
 use kafka_support::Broker;
 
 const T: Duration = Duration::from_secs(30);
-const RECORDS: u64 = 30_000;
+/// Input lines per chunk; a chunk every `CHUNK_EVERY` until the kill
+/// phase ends (so every run, fault runs included, sees input arrive).
+const CHUNK: u64 = 500;
+const CHUNK_EVERY: Duration = Duration::from_millis(100);
+/// Bound on the input, whatever the kill phase's length.
+const MAX_RECORDS: u64 = 200_000;
 const KEYS: u64 = 64;
 /// Every this many input lines, one is malformed.
 const BAD_EVERY: u64 = 1_000;
@@ -42,9 +49,9 @@ fn line(seq: u64) -> ProducerRecord {
     }
 }
 
-fn expected() -> BTreeMap<u64, u64> {
+fn expected(records: u64) -> BTreeMap<u64, u64> {
     let mut m = BTreeMap::new();
-    for seq in (0..RECORDS).filter(|s| s % BAD_EVERY != BAD_EVERY - 1) {
+    for seq in (0..records).filter(|s| s % BAD_EVERY != BAD_EVERY - 1) {
         *m.entry((seq * 7919) % KEYS).or_default() += 1;
     }
     m
@@ -118,19 +125,24 @@ fn sigkill_at_random_moments_and_between_manifest_and_commit() {
     admin::create_topic(&b, "alo", 4, T).unwrap();
     let dir = tempfile::tempdir().unwrap();
 
-    // The input arrives while the query is being killed: RECORDS lines in
-    // chunks, spread over the kill phase.
+    // The input arrives while the query is being killed: a chunk of lines
+    // every CHUNK_EVERY until the kill phase ends.
     let runs = kills + FAULT_RUNS;
+    let stop = Arc::new(AtomicBool::new(false));
     let producer = {
-        let b = b.clone();
+        let (b, stop) = (b.clone(), stop.clone());
         std::thread::spawn(move || {
-            let chunks = (runs as u64) * 2;
-            let per = RECORDS.div_ceil(chunks);
-            for c in 0..chunks {
-                let lines = (c * per..((c + 1) * per).min(RECORDS)).map(line);
-                admin::produce(&b, "in", lines, T).unwrap();
-                std::thread::sleep(Duration::from_millis(150));
+            let prod = admin::PlainProducer::new(&b, "in").unwrap();
+            let mut next = 0;
+            while !stop.load(Ordering::Relaxed) && next < MAX_RECORDS {
+                for seq in next..next + CHUNK {
+                    prod.send(&line(seq)).unwrap();
+                }
+                prod.flush(T).unwrap();
+                next += CHUNK;
+                std::thread::sleep(CHUNK_EVERY);
             }
+            next
         })
     };
 
@@ -178,7 +190,9 @@ fn sigkill_at_random_moments_and_between_manifest_and_commit() {
             }
         }
     }
-    producer.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let records = producer.join().unwrap();
+    println!("{records} input lines");
     assert_eq!((killed, faulted), (kills, FAULT_RUNS));
 
     let child = spawn(&b, dir.path(), true, None);
@@ -192,7 +206,7 @@ fn sigkill_at_random_moments_and_between_manifest_and_commit() {
     assert!(stdout.contains("restored from Some("), "{stdout}");
 
     // Exactly once: per key, the updates are 1, 2, ..., n.
-    let expected = expected();
+    let expected = expected(records);
     let eo = updates(&b, "eo");
     assert_eq!(eo.len(), expected.len(), "keys in the exactly-once output");
     for (k, n) in &expected {
@@ -226,7 +240,7 @@ fn sigkill_at_random_moments_and_between_manifest_and_commit() {
         .collect();
     assert_eq!(
         origins.len() as u64,
-        RECORDS / BAD_EVERY,
+        records / BAD_EVERY,
         "distinct dead letters"
     );
     assert!(letters.iter().all(|l| l.payload.starts_with("malformed")));
