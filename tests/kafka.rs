@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use eddy::connectors::kafka::admin::{self, Isolation};
+use eddy::connectors::kafka::{WatermarkConfig, WatermarkHandle};
 use eddy::connectors::{DeadLetter, KafkaRecord, Origin, ProducerRecord};
 use eddy::connectors::{KafkaSink, KafkaSource};
 use eddy::kafka_job::{kafka_count, KafkaCountJob};
@@ -351,4 +352,53 @@ fn dead_letters_can_travel_in_the_stream() {
         |l| matches!(&l.origin, Origin::Kafka { topic, .. } if topic == "in")
             && l.payload.starts_with("not a line")
     ));
+}
+
+/// Per-partition watermarks from Kafka timestamps: the instance publishes
+/// the minimum over its partitions of the newest timestamp minus the
+/// out-of-orderness, and records carry their Kafka timestamp as event time.
+#[test]
+fn watermarks_follow_the_kafka_timestamps() {
+    let broker = Broker::start();
+    let b = broker.bootstrap();
+    admin::create_topic(&b, "in", 2, T).unwrap();
+    let before = eddy::runtime::record::now_ns() as i64 / 1_000_000;
+    admin::produce(&b, "in", input(200, 5, None), T).unwrap();
+    let after = eddy::runtime::record::now_ns() as i64 / 1_000_000;
+    let handle = WatermarkHandle::new();
+    let got = CollectSink::new();
+    common::runtime().block_on(async {
+        let p = Pipeline::new();
+        let source = KafkaSource::records(&b, &["in"]).bounded().watermarks(
+            WatermarkConfig {
+                out_of_orderness_ms: 1000,
+                idle_timeout: Duration::from_secs(60),
+            },
+            handle.clone(),
+        );
+        p.source("in", source).sink("all", got.clone());
+        p.start().unwrap().await_termination().await.unwrap();
+    });
+    let records: Vec<KafkaRecord> = got.values();
+    assert_eq!(records.len(), 200);
+    let newest = records.iter().filter_map(|r| r.timestamp).max().unwrap();
+    assert!(
+        (before..=after).contains(&newest),
+        "{before} <= {newest} <= {after}"
+    );
+    let wm = handle.minimum(1).expect("a watermark");
+    // Both partitions delivered: the watermark is the older partition's
+    // newest timestamp minus one second.
+    let per_partition_newest = (0..2)
+        .map(|p| {
+            records
+                .iter()
+                .filter(|r| r.partition == p)
+                .filter_map(|r| r.timestamp)
+                .max()
+                .unwrap()
+        })
+        .min()
+        .unwrap();
+    assert_eq!(wm, per_partition_newest - 1000);
 }

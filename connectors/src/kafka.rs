@@ -37,10 +37,11 @@
 //! and its partition paused until the next batch, so a batch never reads
 //! past the end fixed when it was planned.
 //!
-//! Per-partition watermarks: the runtime's event-time support is being
-//! written; the source already stamps every record with its partition's
-//! Kafka timestamp, and `docs/kafka.md` describes the hook (minimum over
-//! the instance's partitions, idle partitions excluded) it will fill.
+//! Per-partition watermarks: with [`KafkaSource::watermarks`] each instance
+//! tracks its partitions' watermarks ([`PartitionWatermarks`]: minimum over
+//! active partitions, idle ones excluded, never backwards) and publishes
+//! them through a [`WatermarkHandle`] and a gauge. The runtime cannot take
+//! watermarks from sources yet; `docs/kafka.md` describes the hook.
 //!
 //! # The sink
 //! [`KafkaSink::exactly_once`] is a two-phase commit over a write-ahead
@@ -85,8 +86,10 @@ mod pattern;
 mod sink;
 mod source;
 mod staging;
+pub mod watermarks;
 
 pub use message::{KafkaMessage, KafkaRecord, ProducerRecord};
 pub use offsets::StartFrom;
 pub use sink::{KafkaSink, FAULT_AT_COMMIT_ENV, PRODUCER_TIMEOUT};
 pub use source::{KafkaSource, METADATA_TIMEOUT};
+pub use watermarks::{PartitionWatermarks, WatermarkConfig, WatermarkHandle};

@@ -16,6 +16,7 @@ use eddy_runtime::{OperatorError, Record, Source, SourceContext, SourcePoll};
 
 use super::message::{KafkaMessage, KafkaRecord};
 use super::offsets::{self, Positions, StartFrom, TopicPartition};
+use super::watermarks::{PartitionWatermarks, WatermarkConfig, WatermarkHandle};
 use crate::dead_letter::{DeadLetter, DeadLetters, Origin};
 
 /// How long the source waits for the broker's answer to a metadata or
@@ -35,6 +36,7 @@ struct Config {
     bounded: bool,
     process: (usize, usize),
     properties: Vec<(String, String)>,
+    watermarks: Option<(WatermarkConfig, WatermarkHandle)>,
 }
 
 /// A consumed message, decoded, not yet emitted (micro-batch mode: it lies
@@ -68,6 +70,9 @@ struct Open<T> {
     /// their partitions are paused until the next batch.
     stash: VecDeque<Decoded<T>>,
     paused: Vec<TopicPartition>,
+    /// Per-partition watermarks, when configured, and the last published.
+    watermarks: Option<PartitionWatermarks>,
+    published: Option<i64>,
 }
 
 /// Reads Kafka topics into records of `T` (see the [module docs](super)).
@@ -151,6 +156,7 @@ impl<T> KafkaSource<T> {
                 bounded: false,
                 process: (0, 1),
                 properties: Vec::new(),
+                watermarks: None,
             },
             deserialize: Arc::new(deserialize),
             dead_letters: DeadLetters::new(),
@@ -214,6 +220,14 @@ impl<T> KafkaSource<T> {
         self.config
             .properties
             .push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Track per-partition watermarks (see [`PartitionWatermarks`]) and
+    /// publish each instance's through `handle` and a gauge, ready for the
+    /// runtime's in-band watermarks.
+    pub fn watermarks(mut self, config: WatermarkConfig, handle: WatermarkHandle) -> Self {
+        self.config.watermarks = Some((config, handle));
         self
     }
 
@@ -295,6 +309,12 @@ impl<T> Open<T> {
         self.consumer
             .assign(&tpl)
             .map_err(|e| kafka_err("assignment", e))?;
+        if let Some(w) = &mut self.watermarks {
+            let now = std::time::Instant::now();
+            for tp in &self.partitions {
+                w.assign(tp.clone(), now);
+            }
+        }
         self.assigned = true;
         Ok(())
     }
@@ -332,10 +352,33 @@ impl<T> Open<T> {
     /// Emits a decoded message: its record, or its dead letter; either way
     /// its partition's position moves past it.
     fn emit(&mut self, item: Decoded<T>, out: &mut Vec<Record<T>>, dead_letters: &DeadLetters) {
-        self.positions.insert(item.tp, item.offset + 1);
         match item.outcome {
-            Ok(record) => out.push(record),
-            Err(letter) => dead_letters.push(&self.name, self.instance, letter),
+            Ok(record) => {
+                if let Some(w) = &mut self.watermarks {
+                    if record.timestamp != NO_TIMESTAMP {
+                        w.observe(&item.tp, record.timestamp, std::time::Instant::now());
+                    }
+                }
+                self.positions.insert(item.tp, item.offset + 1);
+                out.push(record)
+            }
+            Err(letter) => {
+                self.positions.insert(item.tp, item.offset + 1);
+                dead_letters.push(&self.name, self.instance, letter)
+            }
+        }
+    }
+
+    /// Publishes the instance's watermark when it advanced.
+    fn publish_watermark(&mut self, handle: &WatermarkHandle) {
+        let Some(w) = &mut self.watermarks else {
+            return;
+        };
+        if let Some(now) = w.current(std::time::Instant::now()) {
+            if self.published != Some(now) {
+                self.published = Some(now);
+                handle.publish(&self.name, self.instance, now);
+            }
         }
     }
 
@@ -573,6 +616,12 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
             batch_end: None,
             stash: VecDeque::new(),
             paused: Vec::new(),
+            watermarks: self
+                .config
+                .watermarks
+                .as_ref()
+                .map(|(c, _)| PartitionWatermarks::new(*c)),
+            published: None,
         });
         if let Some(restored) = self.restored.take() {
             self.seek_positions(restored)?;
@@ -641,6 +690,9 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
                 open.hold(item)?;
                 held += 1;
             }
+        }
+        if let Some((_, handle)) = &config.watermarks {
+            open.publish_watermark(handle);
         }
         if got > 0 {
             Ok(SourcePoll::Ready)
