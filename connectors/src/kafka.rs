@@ -86,6 +86,7 @@ mod pattern;
 mod sink;
 mod source;
 mod staging;
+mod start;
 pub mod watermarks;
 
 pub use message::{KafkaMessage, KafkaRecord, ProducerRecord};

@@ -16,6 +16,7 @@ use eddy_runtime::{OperatorError, Record, Source, SourceContext, SourcePoll};
 
 use super::message::{KafkaMessage, KafkaRecord};
 use super::offsets::{self, Positions, StartFrom, TopicPartition};
+use super::start::{list_partitions, resolve_start};
 use super::watermarks::{PartitionWatermarks, WatermarkConfig, WatermarkHandle};
 use crate::dead_letter::{DeadLetter, DeadLetters, Origin};
 
@@ -96,7 +97,7 @@ impl<T> Clone for KafkaSource<T> {
     }
 }
 
-fn kafka_err(what: &str, e: KafkaError) -> OperatorError {
+pub(crate) fn kafka_err(what: &str, e: KafkaError) -> OperatorError {
     OperatorError::new(format!("kafka source: {what}: {e}"))
 }
 
@@ -247,35 +248,6 @@ impl<T> KafkaSource<T> {
             .as_mut()
             .ok_or_else(|| OperatorError::new("kafka source: polled before open"))
     }
-}
-
-/// Every partition of `topics`, sorted.
-fn list_partitions(
-    consumer: &BaseConsumer,
-    topics: &[String],
-) -> Result<Vec<TopicPartition>, OperatorError> {
-    let mut out = Vec::new();
-    for topic in topics {
-        let md = consumer
-            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-            .map_err(|e| kafka_err(&format!("metadata of topic {topic}"), e))?;
-        for t in md.topics() {
-            if let Some(err) = t.error() {
-                return Err(OperatorError::new(format!(
-                    "kafka source: topic {topic}: {:?}",
-                    RDKafkaErrorCode::from(err)
-                )));
-            }
-            if t.partitions().is_empty() {
-                return Err(OperatorError::new(format!(
-                    "kafka source: topic {topic} has no partitions (does it exist?)"
-                )));
-            }
-            out.extend(t.partitions().iter().map(|p| (topic.clone(), p.id())));
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 impl<T> Open<T> {
@@ -432,64 +404,6 @@ impl<T> Open<T> {
             self.done.contains(tp) || self.positions.get(tp).is_some_and(|p| p >= end)
         })
     }
-}
-
-fn resolve_start(
-    consumer: &BaseConsumer,
-    start: StartFrom,
-    partitions: &[TopicPartition],
-) -> Result<Positions, OperatorError> {
-    let mut out = Positions::new();
-    let mut low_high = BTreeMap::new();
-    for tp in partitions {
-        let wm = consumer
-            .fetch_watermarks(&tp.0, tp.1, METADATA_TIMEOUT)
-            .map_err(|e| kafka_err(&format!("offsets of {}/{}", tp.0, tp.1), e))?;
-        low_high.insert(tp.clone(), wm);
-    }
-    let lookup = |tpl: TopicPartitionList| -> Positions {
-        let mut found = Positions::new();
-        for e in tpl.elements() {
-            if let Offset::Offset(o) = e.offset() {
-                found.insert((e.topic().to_string(), e.partition()), o);
-            }
-        }
-        found
-    };
-    let found = match start {
-        StartFrom::Earliest | StartFrom::Latest => Positions::new(),
-        StartFrom::Committed => {
-            let mut tpl = TopicPartitionList::new();
-            for (t, p) in partitions {
-                tpl.add_partition(t, *p);
-            }
-            let got = consumer
-                .committed_offsets(tpl, METADATA_TIMEOUT)
-                .map_err(|e| kafka_err("committed group offsets", e))?;
-            lookup(got)
-        }
-        StartFrom::Timestamp(ms) => {
-            let mut tpl = TopicPartitionList::new();
-            for (t, p) in partitions {
-                tpl.add_partition_offset(t, *p, Offset::Offset(ms))
-                    .map_err(|e| kafka_err("offsets for a timestamp", e))?;
-            }
-            let got = consumer
-                .offsets_for_times(tpl, METADATA_TIMEOUT)
-                .map_err(|e| kafka_err("offsets for a timestamp", e))?;
-            lookup(got)
-        }
-    };
-    for (tp, (low, high)) in low_high {
-        let offset = match (start, found.get(&tp)) {
-            (StartFrom::Latest, _) => high,
-            (_, Some(&o)) => o.clamp(low, high),
-            (StartFrom::Timestamp(_), None) => high,
-            _ => low,
-        };
-        out.insert(tp, offset);
-    }
-    Ok(out)
 }
 
 /// Decodes a consumed message into its record or its dead letter.
