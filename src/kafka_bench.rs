@@ -40,6 +40,8 @@ pub struct KafkaBench {
     pub parallelism: usize,
     /// Records in the throughput runs.
     pub drain_records: u64,
+    /// The source consumer's `fetch.wait.max.ms` (librdkafka's default: 500).
+    pub fetch_wait_ms: Option<u64>,
 }
 
 /// One delivery's figures.
@@ -83,6 +85,9 @@ fn build(
     });
     if bounded {
         source = source.bounded();
+    }
+    if let Some(ms) = b.fetch_wait_ms {
+        source = source.property("fetch.wait.max.ms", &ms.to_string());
     }
     let mapped = p
         .source("in", source)

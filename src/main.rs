@@ -150,6 +150,9 @@ enum BenchCommand {
         /// Records in the throughput runs.
         #[arg(long, default_value_t = 500_000)]
         drain_records: u64,
+        /// The source consumer's fetch.wait.max.ms (default: librdkafka's).
+        #[arg(long)]
+        fetch_wait_ms: Option<u64>,
     },
     /// End-to-end latency, continuous vs micro-batch, at fixed input rates,
     /// plus each mode's throughput ceiling.
@@ -498,6 +501,7 @@ fn main() -> anyhow::Result<()> {
                     interval_ms,
                     parallelism,
                     drain_records,
+                    fetch_wait_ms,
                 } => {
                     let rows = eddy::kafka_bench::run(&eddy::kafka_bench::KafkaBench {
                         brokers,
@@ -506,6 +510,7 @@ fn main() -> anyhow::Result<()> {
                         interval_ms,
                         parallelism,
                         drain_records,
+                        fetch_wait_ms,
                     })
                     .await?;
                     print!("{}", eddy::kafka_bench::markdown(&rows));
