@@ -23,7 +23,10 @@ pub use eddy_runtime as runtime;
 
 pub mod bench;
 pub mod checkpoint_bench;
+pub mod dir_job;
 pub mod jobs;
+pub mod kafka_bench;
+pub mod kafka_job;
 pub mod loadgen;
 pub mod report;
 pub mod snapshot_bytes;

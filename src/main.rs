@@ -74,6 +74,31 @@ enum Command {
         #[arg(long)]
         accept_duplicates_on_fallback: bool,
     },
+    /// Kafka: counts `key,seq` lines of an input topic per key into an
+    /// exactly-once output topic (and optionally an at-least-once one),
+    /// checkpointing into `--dir`; restarted on the same directory it
+    /// recovers. The Kafka crash tests kill it with SIGKILL.
+    KafkaCount(KafkaCountArgs),
+    /// Counts `{"key":k,"seq":s}` JSON lines from the files of a directory
+    /// (new files picked up as they appear) per key into an exactly-once
+    /// file sink in `--dir`/out, checkpointing into `--dir`.
+    DirCount {
+        /// The input directory.
+        #[arg(long)]
+        input: std::path::PathBuf,
+        /// Checkpoint, output and dead-letter directory.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Parallelism of every operator.
+        #[arg(long, default_value_t = 2)]
+        parallelism: usize,
+        /// Milliseconds between checkpoints.
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        /// Read the files present at start, then stop.
+        #[arg(long)]
+        bounded: bool,
+    },
     /// An external load generator: listens on a loopback port and writes
     /// `created_us,seq,key` lines to every client at a fixed rate, stamped
     /// with their scheduled time (no coordinated omission); reports per
@@ -104,6 +129,32 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Kafka -> map -> Kafka, exactly-once vs at-least-once: latency from
+    /// production to visibility to a read_committed consumer at a fixed
+    /// rate, and the throughput of a bounded read. Needs a broker.
+    Kafka {
+        /// Bootstrap servers.
+        #[arg(long)]
+        brokers: String,
+        /// Input records per second in the latency runs.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Seconds of load per latency run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Milliseconds between checkpoints.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Parallelism of every operator.
+        #[arg(long, default_value_t = 2)]
+        parallelism: usize,
+        /// Records in the throughput runs.
+        #[arg(long, default_value_t = 500_000)]
+        drain_records: u64,
+        /// The source consumer's fetch.wait.max.ms (default: librdkafka's).
+        #[arg(long)]
+        fetch_wait_ms: Option<u64>,
+    },
     /// End-to-end latency, continuous vs micro-batch, at fixed input rates,
     /// plus each mode's throughput ceiling.
     Latency(LatencyArgs),
@@ -156,6 +207,40 @@ enum BenchCommand {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct KafkaCountArgs {
+    /// Bootstrap servers.
+    #[arg(long)]
+    brokers: String,
+    /// Input topic (`key,seq` lines).
+    #[arg(long)]
+    input: String,
+    /// Exactly-once output topic.
+    #[arg(long)]
+    output: String,
+    /// At-least-once output topic for the same updates.
+    #[arg(long)]
+    at_least_once_output: Option<String>,
+    /// Checkpoint, staging and dead-letter directory.
+    #[arg(long)]
+    dir: std::path::PathBuf,
+    /// Parallelism of every operator.
+    #[arg(long, default_value_t = 2)]
+    parallelism: usize,
+    /// Milliseconds between checkpoints.
+    #[arg(long, default_value_t = 100)]
+    interval_ms: u64,
+    /// Stop at the input's end offsets found at start.
+    #[arg(long)]
+    bounded: bool,
+    /// Scale-out: this process's index.
+    #[arg(long, default_value_t = 0)]
+    process: usize,
+    /// Scale-out: the number of processes.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
 }
 
 #[derive(clap::Args)]
@@ -236,6 +321,36 @@ struct LatencyArgs {
     /// Write an SVG plot of latency percentiles per mode here.
     #[arg(long)]
     svg: Option<std::path::PathBuf>,
+}
+
+async fn run_kafka_count(args: KafkaCountArgs) -> anyhow::Result<()> {
+    let pipeline = Pipeline::with_config(PipelineConfig {
+        checkpoint: Some(CheckpointConfig::new(args.dir.join("checkpoints"))),
+        trigger: Trigger::continuous(Duration::from_millis(args.interval_ms)),
+        ..Default::default()
+    });
+    let job = eddy::kafka_job::KafkaCountJob {
+        brokers: args.brokers,
+        input: args.input,
+        output: args.output,
+        at_least_once_output: args.at_least_once_output,
+        dir: args.dir,
+        parallelism: args.parallelism,
+        bounded: args.bounded,
+        process: (args.process, args.processes),
+    };
+    let dead = eddy::kafka_job::kafka_count(&pipeline, &job);
+    let mut q = pipeline.start()?;
+    q.await_termination().await?;
+    let stats = q.checkpoint_stats().unwrap_or_default();
+    println!(
+        "done: restored from {:?}, {} checkpoints completed, {} failed, {} dead letters",
+        stats.restored_epoch,
+        stats.completed,
+        stats.failed,
+        dead.count()
+    );
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -327,6 +442,31 @@ fn main() -> anyhow::Result<()> {
                 }
                 Ok(())
             }
+            Command::KafkaCount(args) => run_kafka_count(args).await,
+            Command::DirCount {
+                input,
+                dir,
+                parallelism,
+                interval_ms,
+                bounded,
+            } => {
+                let pipeline = Pipeline::with_config(PipelineConfig {
+                    checkpoint: Some(CheckpointConfig::new(dir.join("checkpoints"))),
+                    trigger: Trigger::continuous(Duration::from_millis(interval_ms)),
+                    ..Default::default()
+                });
+                let dead = eddy::dir_job::dir_count(&pipeline, input, dir, parallelism, bounded);
+                let mut q = pipeline.start()?;
+                q.await_termination().await?;
+                let stats = q.checkpoint_stats().unwrap_or_default();
+                println!(
+                    "done: restored from {:?}, {} checkpoints completed, {} dead letters",
+                    stats.restored_epoch,
+                    stats.completed,
+                    dead.count()
+                );
+                Ok(())
+            }
             Command::Loadgen {
                 addr,
                 rate,
@@ -372,6 +512,28 @@ fn main() -> anyhow::Result<()> {
                     Ok(())
                 }
                 BenchCommand::Latency(args) => bench_latency(args).await,
+                BenchCommand::Kafka {
+                    brokers,
+                    rate,
+                    seconds,
+                    interval_ms,
+                    parallelism,
+                    drain_records,
+                    fetch_wait_ms,
+                } => {
+                    let rows = eddy::kafka_bench::run(&eddy::kafka_bench::KafkaBench {
+                        brokers,
+                        rate,
+                        seconds,
+                        interval_ms,
+                        parallelism,
+                        drain_records,
+                        fetch_wait_ms,
+                    })
+                    .await?;
+                    print!("{}", eddy::kafka_bench::markdown(&rows));
+                    Ok(())
+                }
                 BenchCommand::Checkpoint {
                     keys,
                     rate,

@@ -40,7 +40,7 @@ use std::sync::Arc;
 
 use eddy_runtime::{OperatorError, Record, Retracted, Sink, SinkContext};
 
-mod staged;
+pub(crate) mod staged;
 use staged::StagedEpoch;
 
 /// Delivery guarantee of a sink.
