@@ -19,6 +19,8 @@ use eddy_runtime::{
 };
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::state::{declared, open_table};
+
 /// A fold of values of type `T` into an accumulator, per key.
 pub trait Aggregator<T>: Clone + Send + Sync + 'static {
     /// The per-key accumulator (kept in state).
@@ -83,11 +85,7 @@ where
     A: Aggregator<T>,
 {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
-        let backend = ctx
-            .take_state_backend()
-            .ok_or_else(|| OperatorError::new("state backend already taken"))?;
-        self.table =
-            Some(KeyedTable::new(backend, "agg").with_cache_capacity(ctx.state_cache_capacity));
+        self.table = Some(open_table(ctx, "agg")?);
         Ok(())
     }
 
@@ -110,11 +108,7 @@ where
     }
 
     fn tables(&mut self) -> Vec<&mut dyn ManagedState> {
-        self.table
-            .as_mut()
-            .map(|t| t as &mut dyn ManagedState)
-            .into_iter()
-            .collect()
+        declared(&mut self.table)
     }
 }
 

@@ -18,6 +18,7 @@
 
 pub mod aggregate;
 pub mod map;
+mod state;
 pub mod window;
 
 pub use aggregate::{Aggregator, KeyedAggregate, KeyedAggregations};

@@ -22,6 +22,7 @@ use eddy_runtime::{
 
 use super::{OutputMode, Window, WindowResult, WindowSpec};
 use crate::aggregate::{Aggregator, StateKey};
+use crate::state::{declared, open_table};
 
 /// Tumbling or sliding windows with incremental aggregation.
 pub struct FixedWindowAggregate<T, K, A: Aggregator<T>> {
@@ -92,20 +93,12 @@ where
 {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
         self.name = ctx.name.clone();
-        let backend = ctx
-            .take_state_backend()
-            .ok_or_else(|| OperatorError::new("state backend already taken"))?;
-        self.table =
-            Some(KeyedTable::new(backend, "window").with_cache_capacity(ctx.state_cache_capacity));
+        self.table = Some(open_table(ctx, "window")?);
         Ok(())
     }
 
     fn tables(&mut self) -> Vec<&mut dyn ManagedState> {
-        self.table
-            .as_mut()
-            .map(|t| t as &mut dyn ManagedState)
-            .into_iter()
-            .collect()
+        declared(&mut self.table)
     }
 
     fn process(

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::fixed::{no_event_time, not_open};
 use super::{OutputMode, Window, WindowResult};
 use crate::aggregate::{Aggregator, StateKey};
+use crate::state::{declared, open_table};
 
 /// One open session of a key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,21 +104,12 @@ where
 {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
         self.name = ctx.name.clone();
-        let backend = ctx
-            .take_state_backend()
-            .ok_or_else(|| OperatorError::new("state backend already taken"))?;
-        self.table = Some(
-            KeyedTable::new(backend, "sessions").with_cache_capacity(ctx.state_cache_capacity),
-        );
+        self.table = Some(open_table(ctx, "sessions")?);
         Ok(())
     }
 
     fn tables(&mut self) -> Vec<&mut dyn ManagedState> {
-        self.table
-            .as_mut()
-            .map(|t| t as &mut dyn ManagedState)
-            .into_iter()
-            .collect()
+        declared(&mut self.table)
     }
 
     fn process(
