@@ -242,17 +242,26 @@ impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> Running<I, O, S, Op> {
         let Some(f) = self.flushing else {
             return Ok(());
         };
-        for t in self.task.op.tables() {
-            if !t.flush_step(budget).map_err(OperatorError::from)? {
-                return Ok(());
-            }
-        }
+        // The timers first: the task never reads their rows back from the
+        // backend (it keeps every timer in memory), so their batch may sit
+        // queued while the operator's tables go on flushing.
         if !self
             .timers
             .flush_step(budget)
             .map_err(OperatorError::from)?
         {
             return Ok(());
+        }
+        // Once one of the operator's tables has written its batch (queued
+        // until the freeze below), the others finish in the same call: a
+        // table reading the backend on a cache miss in between would not
+        // see the queued batch.
+        let mut budget = budget;
+        for t in self.task.op.tables() {
+            if !t.flush_step(budget).map_err(OperatorError::from)? {
+                return Ok(());
+            }
+            budget = usize::MAX;
         }
         self.flushing = None;
         let Some(link) = self.task.ckpt.clone() else {
