@@ -216,3 +216,46 @@ pub fn windowed_counts<S: Sink<(u64, i64, u64, u64)> + Clone>(
 pub fn window_line(r: &(u64, i64, u64, u64)) -> String {
     format!("{},{},{},{}", r.0, r.1, r.2, r.3)
 }
+
+/// The crash-test and CLI job `eddy totals --shape <shape>` over
+/// `generator`, into an exactly-once file sink in `out`.
+///
+/// # Errors
+/// An unknown shape.
+pub fn totals_by_shape(
+    pipeline: &Pipeline,
+    shape: &str,
+    generator: GeneratorConfig,
+    parallelism: usize,
+    out: std::path::PathBuf,
+) -> anyhow::Result<()> {
+    match shape {
+        "totals" => key_totals(
+            pipeline,
+            generator,
+            parallelism,
+            FileSink::new(out, Delivery::ExactlyOnce, totals_line),
+        ),
+        "union" => union_stats(
+            pipeline,
+            generator,
+            parallelism,
+            FileSink::new(out, Delivery::ExactlyOnce, stats_line),
+        ),
+        "windows-append" | "windows-update" => windowed_counts(
+            pipeline,
+            generator,
+            parallelism,
+            if shape == "windows-append" {
+                OutputMode::Append
+            } else {
+                OutputMode::Update
+            },
+            FileSink::new(out, Delivery::ExactlyOnce, window_line),
+        ),
+        other => anyhow::bail!(
+            "unknown --shape {other:?}: totals, union, windows-append or windows-update"
+        ),
+    }
+    Ok(())
+}

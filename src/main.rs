@@ -402,34 +402,7 @@ fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 };
                 let out = dir.join("out");
-                match shape.as_str() {
-                    "totals" => eddy::jobs::key_totals(
-                        &pipeline,
-                        generator,
-                        parallelism,
-                        FileSink::new(out, Delivery::ExactlyOnce, eddy::jobs::totals_line),
-                    ),
-                    "union" => eddy::jobs::union_stats(
-                        &pipeline,
-                        generator,
-                        parallelism,
-                        FileSink::new(out, Delivery::ExactlyOnce, eddy::jobs::stats_line),
-                    ),
-                    "windows-append" | "windows-update" => eddy::jobs::windowed_counts(
-                        &pipeline,
-                        generator,
-                        parallelism,
-                        if shape == "windows-append" {
-                            OutputMode::Append
-                        } else {
-                            OutputMode::Update
-                        },
-                        FileSink::new(out, Delivery::ExactlyOnce, eddy::jobs::window_line),
-                    ),
-                    other => anyhow::bail!(
-                        "unknown --shape {other:?}: totals, union, windows-append or windows-update"
-                    ),
-                }
+                eddy::jobs::totals_by_shape(&pipeline, &shape, generator, parallelism, out)?;
                 let mut q = pipeline.start()?;
                 q.await_termination().await?;
                 let stats = q.checkpoint_stats().unwrap_or_default();

@@ -20,7 +20,7 @@ where
 {
     let backend = ctx
         .take_state_backend()
-        .ok_or_else(|| OperatorError::new("state backend already taken"))?;
+        .ok_or_else(|| OperatorError::new("no state backend"))?;
     Ok(KeyedTable::new(backend, name).with_cache_capacity(ctx.state_cache_capacity))
 }
 

@@ -63,16 +63,76 @@ pub struct OutEdge<T> {
 
 /// The receiving end of one edge.
 pub struct InEdge<T> {
+    rx: Rx<T>,
+    queued: Arc<AtomicI64>,
+}
+
+/// How an edge is read: straight from its channel, or through a conversion
+/// of every message (the inputs of a two-input operator, which reads both
+/// of its inputs as one [`Inputs`] of `Either<L, R>`, so alignment and the
+/// watermark minimum span both).
+enum Rx<T> {
     // Pinned: the receiver's stream state is `!Unpin`, and `Inputs::next`
     // polls several receivers from one future.
-    rx: Pin<Box<Receiver<Message<T>>>>,
-    queued: Arc<AtomicI64>,
+    Direct(Pin<Box<Receiver<Message<T>>>>),
+    Mapped(Box<dyn MappedRx<T>>),
+}
+
+/// A receiver whose messages are converted on the way in.
+trait MappedRx<T>: Send {
+    fn try_recv(&mut self) -> Result<Message<T>, TryRecvError>;
+    fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Option<Message<T>>>;
+}
+
+struct MapRx<U, T> {
+    inner: Rx<U>,
+    f: fn(U) -> T,
+}
+
+impl<U: Send + 'static, T: 'static> MappedRx<T> for MapRx<U, T> {
+    fn try_recv(&mut self) -> Result<Message<T>, TryRecvError> {
+        self.inner.try_recv().map(|m| m.map(self.f))
+    }
+
+    fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Option<Message<T>>> {
+        let f = self.f;
+        self.inner.poll_recv(cx).map(|m| m.map(|m| m.map(f)))
+    }
+}
+
+impl<T> Rx<T> {
+    #[inline]
+    fn try_recv(&mut self) -> Result<Message<T>, TryRecvError> {
+        match self {
+            Rx::Direct(rx) => rx.try_recv(),
+            Rx::Mapped(rx) => rx.try_recv(),
+        }
+    }
+
+    #[inline]
+    fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Option<Message<T>>> {
+        match self {
+            Rx::Direct(rx) => rx.as_mut().poll_next(cx),
+            Rx::Mapped(rx) => rx.poll_recv(cx),
+        }
+    }
 }
 
 impl<T> InEdge<T> {
     /// The records queued on this edge counter (for metrics).
     pub fn queued(&self) -> Arc<AtomicI64> {
         self.queued.clone()
+    }
+}
+
+impl<U: Send + 'static> InEdge<U> {
+    /// This edge read as an edge of `T`: every record's value goes through
+    /// `f` as it is received (metadata and control messages unchanged).
+    pub fn map<T: 'static>(self, f: fn(U) -> T) -> InEdge<T> {
+        InEdge {
+            rx: Rx::Mapped(Box::new(MapRx { inner: self.rx, f })),
+            queued: self.queued,
+        }
     }
 }
 
@@ -87,7 +147,7 @@ pub fn edge<T>(capacity: usize, batch_size: usize) -> (OutEdge<T>, InEdge<T>) {
             queued: queued.clone(),
         },
         InEdge {
-            rx: Box::pin(rx),
+            rx: Rx::Direct(Box::pin(rx)),
             queued,
         },
     )
@@ -482,7 +542,7 @@ impl<T> Inputs<T> {
                     if !self.readable(i) {
                         continue;
                     }
-                    if let Poll::Ready(m) = self.edges[i].rx.as_mut().poll_next(cx) {
+                    if let Poll::Ready(m) = self.edges[i].rx.poll_recv(cx) {
                         return Poll::Ready((i, m));
                     }
                 }

@@ -14,6 +14,7 @@ use crate::edge::{edge, HashFn, InEdge, Inputs, OutputGroup, Partitioning, Route
 use crate::metrics::InstanceMetrics;
 use crate::plan::ExchangeKind;
 use crate::record::Data;
+use crate::two_input::Either;
 
 /// Creates the channels of one logical edge: per upstream instance an
 /// `OutputGroup<T>`, per downstream instance a `Vec<InEdge<T>>`.
@@ -113,6 +114,34 @@ pub(crate) fn take_inputs<I: Data>(
                 .expect("edge type recorded by the typed API")
         })
         .collect();
+    *metrics.input_queues.lock().expect("metrics lock") =
+        edges.iter().map(|e| e.queued()).collect();
+    Inputs::new(edges)
+}
+
+/// The inputs of a two-input operator: its first `n_left` incoming edges
+/// carry `L`, the rest `R`; both are read as one [`Inputs`] of
+/// [`Either<L, R>`], so markers align and the watermark is the minimum
+/// across both.
+pub(crate) fn take_inputs_two<L: Data, R: Data>(
+    mut inputs: Vec<Box<dyn Any + Send>>,
+    n_left: usize,
+    metrics: &InstanceMetrics,
+) -> Inputs<Either<L, R>> {
+    let right = inputs.split_off(n_left.min(inputs.len()));
+    let mut edges: Vec<InEdge<Either<L, R>>> = Vec::new();
+    for b in inputs {
+        let v = *b
+            .downcast::<Vec<InEdge<L>>>()
+            .expect("edge type recorded by the typed API");
+        edges.extend(v.into_iter().map(|e| e.map(Either::Left as fn(L) -> Either<L, R>)));
+    }
+    for b in right {
+        let v = *b
+            .downcast::<Vec<InEdge<R>>>()
+            .expect("edge type recorded by the typed API");
+        edges.extend(v.into_iter().map(|e| e.map(Either::Right as fn(R) -> Either<L, R>)));
+    }
     *metrics.input_queues.lock().expect("metrics lock") =
         edges.iter().map(|e| e.queued()).collect();
     Inputs::new(edges)

@@ -14,7 +14,8 @@
 //! - [`operator`], [`source`], [`sink`]: the traits user code implements; each
 //!   has one required method and default hooks.
 //! - [`stream`]: the typed API ([`Stream`], [`KeyedStream`], sources, side
-//!   outputs, watermarks); [`graph`]: the [`Pipeline`] that collects nodes and
+//!   outputs, watermarks); [`connected`] and [`two_input`]: operators with
+//!   two typed inputs (joins, broadcast state); [`graph`]: the [`Pipeline`] that collects nodes and
 //!   edges and, at [`Pipeline::start`], wires channels and spawns tasks;
 //!   `exchange`: how a typed partitioning choice becomes channels.
 //! - [`plan`]: the logical plan ([`plan::LogicalGraph`]) and its validation.
@@ -40,6 +41,7 @@ pub mod checkpoint_config;
 pub mod checkpointing;
 pub mod commit_latency;
 pub mod config;
+pub mod connected;
 pub mod control;
 pub(crate) mod coordinator;
 pub mod edge;
@@ -61,6 +63,7 @@ pub mod stream;
 pub mod task;
 pub mod timers;
 pub mod trigger;
+pub mod two_input;
 pub mod watermark;
 
 pub use config::PipelineConfig;
@@ -76,4 +79,6 @@ pub use source::{Source, SourceContext, SourcePoll};
 pub use stream::{KeyedStream, SinkRef, Stream};
 pub use timers::{TimeDomain, Timer, TimerService};
 pub use trigger::{BatchProgress, Trigger};
+pub use two_input::{Either, TwoInput, TwoInputOperator};
+pub use connected::ConnectedStreams;
 pub use watermark::{PartitionWatermarks, WatermarkStrategy};

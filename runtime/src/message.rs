@@ -54,3 +54,25 @@ pub enum Message<T> {
     /// The upstream instance finished; nothing follows.
     End,
 }
+
+impl<T> Message<T> {
+    /// The same message with every record's value converted by `f`.
+    pub fn map<U>(self, mut f: impl FnMut(T) -> U) -> Message<U> {
+        match self {
+            Message::Records(batch) => Message::Records(
+                batch
+                    .into_iter()
+                    .map(|r| Record {
+                        value: f(r.value),
+                        timestamp: r.timestamp,
+                        created_ns: r.created_ns,
+                    })
+                    .collect(),
+            ),
+            Message::Watermark(w) => Message::Watermark(w),
+            Message::Idle => Message::Idle,
+            Message::Marker(m) => Message::Marker(m),
+            Message::End => Message::End,
+        }
+    }
+}

@@ -5,7 +5,7 @@
 //! stream. An operator only reacts to one record at a time in
 //! [`Operator::process`], and optionally to the hooks.
 
-use eddy_checkpoint::{ManagedState, StateBackend};
+use eddy_checkpoint::{ManagedState, SharedBackend, StateBackend};
 use serde::Serialize;
 
 use crate::error::OperatorError;
@@ -178,7 +178,8 @@ pub struct OperatorContext {
     pub parallelism: usize,
     /// Entries each keyed state table keeps in memory.
     pub state_cache_capacity: usize,
-    backend: Option<Box<dyn StateBackend>>,
+    backend: SharedBackend,
+    took: bool,
 }
 
 impl OperatorContext {
@@ -187,14 +188,15 @@ impl OperatorContext {
         instance: usize,
         parallelism: usize,
         state_cache_capacity: usize,
-        backend: Box<dyn StateBackend>,
+        backend: SharedBackend,
     ) -> Self {
         Self {
             name: name.to_string(),
             instance,
             parallelism,
             state_cache_capacity,
-            backend: Some(backend),
+            backend,
+            took: false,
         }
     }
 
@@ -205,19 +207,23 @@ impl OperatorContext {
             0,
             1,
             eddy_checkpoint::table::DEFAULT_CACHE_CAPACITY,
-            Box::new(eddy_checkpoint::MemoryBackend::new()),
+            SharedBackend::new(Box::new(eddy_checkpoint::MemoryBackend::new())),
         )
     }
 
-    /// Takes this instance's state backend (restored from the last checkpoint
-    /// when the query recovers). A stateful operator takes it once in `open`.
+    /// A handle on this instance's state backend (restored from the last
+    /// checkpoint when the query recovers). A stateful operator builds each
+    /// of its tables over one handle in `open` (tables share the backend,
+    /// each under its own name) and declares them in
+    /// [`Operator::tables`]. Returns `Some` on every call.
     pub fn take_state_backend(&mut self) -> Option<Box<dyn StateBackend>> {
-        self.backend.take()
+        self.took = true;
+        Some(Box::new(self.backend.clone()))
     }
 
     /// Whether the operator took its state backend.
     pub(crate) fn took_state(&self) -> bool {
-        self.backend.is_none()
+        self.took
     }
 }
 

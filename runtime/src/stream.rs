@@ -7,14 +7,13 @@ use std::hash::Hash;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
-use eddy_checkpoint::StateBackend;
-
-use crate::edge::HashFn;
+use crate::edge::{HashFn, Inputs};
 use crate::error::BuildError;
 use crate::exchange::{take_inputs, take_router, Exchange};
 use crate::graph::port;
 use crate::graph::{InstanceBuild, NodeFactory, Pipeline};
 use crate::keys::key_hash;
+use crate::metrics::InstanceMetrics;
 use crate::operator::{Operator, OperatorContext};
 use crate::plan::{NodeId, NodeKind, MAIN_OUTPUT, SIDE_OUTPUT};
 use crate::record::Data;
@@ -27,10 +26,10 @@ use crate::watermark::{WatermarkGenerator, WatermarkStrategy};
 
 /// A typed stream: the output of one or more nodes.
 pub struct Stream<T> {
-    pipeline: Pipeline,
+    pub(crate) pipeline: Pipeline,
     /// The outputs it reads: (node, port).
-    nodes: Vec<(NodeId, usize)>,
-    exchange: Exchange<T>,
+    pub(crate) nodes: Vec<(NodeId, usize)>,
+    pub(crate) exchange: Exchange<T>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -157,36 +156,8 @@ impl<T: Data> Stream<T> {
         keyed: bool,
         op: Op,
     ) -> NodeId {
-        let factory: NodeFactory = Box::new(move |b: InstanceBuild| {
-            let metrics = b.metrics;
-            let inputs = take_inputs::<T>(b.inputs, &metrics);
-            let state = b.state.expect("operators get a state backend");
-            let backend: Box<dyn StateBackend> = Box::new(state.clone());
-            let (main_outputs, side_outputs): (Vec<_>, Vec<_>) =
-                b.outputs.into_iter().partition(|(p, _)| *p == MAIN_OUTPUT);
-            let outputs = main_outputs.into_iter().map(|(_, o)| o).collect();
-            let side_outputs: Vec<_> = side_outputs.into_iter().map(|(_, o)| o).collect();
-            let side = (!side_outputs.is_empty())
-                .then(|| take_router::<S>(side_outputs, b.config.batch_size));
-            let task = OperatorTask {
-                op: op.clone(),
-                ctx: OperatorContext::new(
-                    &b.name,
-                    b.instance,
-                    b.parallelism,
-                    b.config.state_cache_capacity,
-                    backend,
-                ),
-                inputs,
-                router: take_router::<O>(outputs, b.config.batch_size),
-                side,
-                metrics,
-                ckpt: b.ckpt,
-                state,
-                keyed,
-                restore_meta: b.restore_meta,
-            };
-            Box::pin(task.run())
+        let factory = operator_factory::<T, O, S, Op>(keyed, op, |inputs, metrics| {
+            take_inputs::<T>(inputs, metrics)
         });
         let id = self
             .pipeline
@@ -275,7 +246,7 @@ impl SinkRef {
 /// A stream partitioned by key: the next operator sees all records of a key
 /// in one instance, and can keep state per key.
 pub struct KeyedStream<T, K> {
-    stream: Stream<T>,
+    pub(crate) stream: Stream<T>,
     key: Arc<dyn Fn(&T) -> K + Send + Sync>,
 }
 
@@ -355,4 +326,45 @@ impl Pipeline {
         self.lock().nodes[id].watermarks = Some(Box::new(slot));
         Stream::new(self.clone(), vec![(id, MAIN_OUTPUT)])
     }
+}
+
+/// The factory of an operator node: each instance runs a clone of `op`
+/// over the inputs `take` builds from the instance's incoming channels.
+pub(crate) fn operator_factory<I: Data, O: Data, S: Data, Op: Operator<I, O, S> + Clone>(
+    keyed: bool,
+    op: Op,
+    take: impl Fn(Vec<Box<dyn std::any::Any + Send>>, &InstanceMetrics) -> Inputs<I>
+        + Send
+        + 'static,
+) -> NodeFactory {
+    Box::new(move |b: InstanceBuild| {
+        let metrics = b.metrics;
+        let inputs = take(b.inputs, &metrics);
+        let state = b.state.expect("operators get a state backend");
+        let (main_outputs, side_outputs): (Vec<_>, Vec<_>) =
+            b.outputs.into_iter().partition(|(p, _)| *p == MAIN_OUTPUT);
+        let outputs = main_outputs.into_iter().map(|(_, o)| o).collect();
+        let side_outputs: Vec<_> = side_outputs.into_iter().map(|(_, o)| o).collect();
+        let side =
+            (!side_outputs.is_empty()).then(|| take_router::<S>(side_outputs, b.config.batch_size));
+        let task = OperatorTask {
+            op: op.clone(),
+            ctx: OperatorContext::new(
+                &b.name,
+                b.instance,
+                b.parallelism,
+                b.config.state_cache_capacity,
+                state.clone(),
+            ),
+            inputs,
+            router: take_router::<O>(outputs, b.config.batch_size),
+            side,
+            metrics,
+            ckpt: b.ckpt,
+            state,
+            keyed,
+            restore_meta: b.restore_meta,
+        };
+        Box::pin(task.run())
+    })
 }
