@@ -35,6 +35,11 @@ pub enum Workload {
     /// W3: source (event time) -> map -> key_by -> 1 s tumbling window
     /// count -> sink (10k keys).
     WindowCount,
+    /// W4: source (event time) -> map -> split by sequence number into two
+    /// streams of half the rate -> key_by -> inner interval join
+    /// (+-[`W4_INTERVAL_MS`]) -> sink. Latency: from the creation of the
+    /// later of the two rows to the joined row's visibility.
+    IntervalJoin,
 }
 
 impl Workload {
@@ -44,6 +49,7 @@ impl Workload {
             Workload::Passthrough => "w1-passthrough",
             Workload::KeyedCount => "w2-keyed-count",
             Workload::WindowCount => "w3-window-count",
+            Workload::IntervalJoin => "w4-interval-join",
         }
     }
 
@@ -53,7 +59,8 @@ impl Workload {
             "w1" => Ok(Workload::Passthrough),
             "w2" => Ok(Workload::KeyedCount),
             "w3" => Ok(Workload::WindowCount),
-            other => anyhow::bail!("unknown workload {other} (w1, w2, w3)"),
+            "w4" => Ok(Workload::IntervalJoin),
+            other => anyhow::bail!("unknown workload {other} (w1, w2, w3, w4)"),
         }
     }
 }
@@ -72,8 +79,13 @@ pub fn parse_mode(s: &str) -> anyhow::Result<Trigger> {
     Ok(Trigger::ProcessingTime(Duration::from_millis(ms)))
 }
 
-/// W3: how far out of order event time is, and the watermark's bound, ms.
+/// W3, W4: how far out of order event time is, and the watermark's bound,
+/// ms.
 pub const W3_DISORDER_MS: i64 = 10;
+
+/// W4: a row of one stream joins the rows of the other with its key within
+/// this many ms either side.
+pub const W4_INTERVAL_MS: i64 = 50;
 
 /// Where the records come from.
 #[derive(Debug, Clone)]
@@ -140,6 +152,9 @@ pub struct LatencyResult {
     pub achieved_rate: f64,
     /// Whether the rate was held: output at 95% of the target or more.
     pub sustained: bool,
+    /// Rows per second reaching the sinks (W4: joined rows).
+    #[serde(default)]
+    pub output_rate: f64,
 }
 
 /// Runs one cell. Must run on a multi-threaded tokio runtime sized to the cores.
@@ -160,8 +175,11 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
         ..Default::default()
     });
     let p = run.parallelism;
-    // Only W3 has event time: W1 and W2 run without watermarks.
-    let w3 = run.workload == Workload::WindowCount;
+    // Only W3 and W4 have event time: W1 and W2 run without watermarks.
+    let w3 = matches!(
+        run.workload,
+        Workload::WindowCount | Workload::IntervalJoin
+    );
     let records: Stream<(u64, u64)> = match &run.input {
         Input::Generator => pipeline
             .source(
@@ -172,7 +190,7 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
                     // W3: event time keeps pace with the wall clock at the
                     // cell's rate (5 M records per event-time second when
                     // unthrottled), up to 10 ms out of order.
-                    event_time: (run.workload == Workload::WindowCount).then(|| EventTimeConfig {
+                    event_time: w3.then(|| EventTimeConfig {
                         start_ms: (crate::runtime::record::now_ns() / 1_000_000) as i64,
                         records_per_ms: (run.rate.unwrap_or(5_000_000) / 1000).max(1),
                         max_disorder_ms: W3_DISORDER_MS,
@@ -196,7 +214,7 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
                     W3_DISORDER_MS as u64,
                 ))
             })
-            .map(|e: GenEvent| (e.key, e.value))
+            .map(|e: GenEvent| (e.key, e.seq))
             .set_parallelism(p),
         Input::Tcp(addr) => pipeline
             .source("tcp", TcpLineSource::new(addr))
@@ -234,6 +252,23 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
                 .sink("sink", DiscardSink)
                 .set_parallelism(p);
         }
+        Workload::IntervalJoin => {
+            let left = records
+                .clone()
+                .filter(|r: &(u64, u64)| r.1 % 2 == 0)
+                .set_parallelism(p)
+                .key_by(|r: &(u64, u64)| r.0);
+            let right = records
+                .filter(|r: &(u64, u64)| r.1 % 2 == 1)
+                .set_parallelism(p)
+                .key_by(|r: &(u64, u64)| r.0);
+            left.interval_join(right)
+                .between(-W4_INTERVAL_MS, W4_INTERVAL_MS)
+                .inner()
+                .set_parallelism(p)
+                .sink("sink", DiscardSink)
+                .set_parallelism(p);
+        }
     }
     let tasks_before = tokio::runtime::Handle::current()
         .metrics()
@@ -261,9 +296,10 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
     }
     let _ = std::fs::remove_dir_all(&scratch);
     let lat = lat.ok_or_else(|| anyhow::anyhow!("no latency measured (no output)"))?;
-    // W3 emits one row per key and second: its rate is the input's.
+    // W3 emits one row per key and second, W4 as many rows as pairs: their
+    // rate is the input's.
     let achieved = match run.workload {
-        Workload::WindowCount => progress.input_rows_per_second,
+        Workload::WindowCount | Workload::IntervalJoin => progress.input_rows_per_second,
         _ => progress.processed_rows_per_second,
     };
     Ok(LatencyResult {
@@ -276,6 +312,7 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
         max_us: lat.max_us,
         achieved_rate: achieved,
         sustained: run.rate.is_none_or(|r| achieved >= 0.95 * r as f64),
+        output_rate: progress.processed_rows_per_second,
     })
 }
 

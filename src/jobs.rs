@@ -253,8 +253,14 @@ pub fn totals_by_shape(
             },
             FileSink::new(out, Delivery::ExactlyOnce, window_line),
         ),
+        "join" => crate::join_job::interval_join(
+            pipeline,
+            generator,
+            parallelism,
+            FileSink::new(out, Delivery::ExactlyOnce, crate::join_job::join_line),
+        ),
         other => anyhow::bail!(
-            "unknown --shape {other:?}: totals, union, windows-append or windows-update"
+            "unknown --shape {other:?}: totals, union, windows-append, windows-update or join"
         ),
     }
     Ok(())

@@ -25,6 +25,7 @@ pub mod bench;
 pub mod checkpoint_bench;
 pub mod dir_job;
 pub mod jobs;
+pub mod join_job;
 pub mod kafka_bench;
 pub mod kafka_job;
 pub mod loadgen;
@@ -38,15 +39,16 @@ pub mod prelude {
         GeneratorConfig, GeneratorSource, TableSink, VecSource,
     };
     pub use eddy_operators::{
-        Aggregator, KeyedAggregations, OutputMode, StreamOps, Window, WindowResult, Windowing,
-        Windows,
+        Aggregator, JoinKind, Joins, KeyedAggregations, LookupJoins, OutputMode, StaticTable,
+        StreamOps, Window, WindowResult, Windowing, Windows, WithBroadcast,
     };
     pub use eddy_runtime::checkpointing::CheckpointConfig;
     pub use eddy_runtime::{
         BuildError, Collector, Data, KeyedStream, Operator, OperatorContext, OperatorError,
         Pipeline, PipelineConfig, Query, QueryError, QueryProgress, Record, Sink, Source, Stream,
-        TimeDomain, Timer, Trigger, WatermarkStrategy,
+        TimeDomain, Timer, Trigger, TwoInputOperator, WatermarkStrategy,
     };
+    pub use eddy_runtime::{ConnectedStreams, Either};
 }
 
 #[cfg(doctest)]

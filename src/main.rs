@@ -587,7 +587,7 @@ async fn run_latency_cell(run: LatencyRun) -> anyhow::Result<eddy::bench::Latenc
     let r = run_latency(&run).await?;
     eprint!("\r");
     println!(
-        "{:<16} {:<18} {:>9} {:>10} {:>10} {:>10} {:>10} {:>11} {}",
+        "{:<16} {:<18} {:>9} {:>10} {:>10} {:>10} {:>10} {:>11} {} out {}/s",
         r.workload,
         r.mode,
         if r.rate == 0 {
@@ -600,7 +600,8 @@ async fn run_latency_cell(run: LatencyRun) -> anyhow::Result<eddy::bench::Latenc
         eddy::report::format_latency(r.p999_us),
         eddy::report::format_latency(r.max_us),
         eddy::report::format_rate(r.achieved_rate),
-        r.sustained
+        r.sustained,
+        eddy::report::format_rate(r.output_rate),
     );
     Ok(r)
 }

@@ -21,6 +21,7 @@
 //!     max_us: 2_100.0,
 //!     achieved_rate: 99_900.0,
 //!     sustained: true,
+//!     output_rate: 99_900.0,
 //! };
 //! let table = markdown_table(&[cell]);
 //! assert!(table.contains("| continuous | 100k/s | 12 µs | 48 µs | 950 µs | 2.10 ms | 99.9k/s | yes |"));
@@ -430,6 +431,7 @@ mod tests {
                 rate as f64 * 0.5
             },
             sustained,
+            output_rate: 0.0,
         }
     }
 

@@ -10,6 +10,9 @@
 //!   `aggregate` with an [`Aggregator`]). Each emits the key's updated result
 //!   for every input record (update mode); state lives in a
 //!   [`KeyedTable`](eddy_checkpoint::KeyedTable), flushed at every epoch marker.
+//! - [`join`]: [`Joins`] — stream-stream interval joins (inner and outer),
+//!   the latest-value join against a changelog stream; [`LookupJoins`]
+//!   against a static table; [`WithBroadcast`] for broadcast state.
 //! - [`window`]: [`Windowing`] — event-time tumbling, sliding and session
 //!   windows with allowed lateness, late records on a side output, append
 //!   and update output modes.
@@ -17,10 +20,12 @@
 #![deny(missing_docs)]
 
 pub mod aggregate;
+pub mod join;
 pub mod map;
 mod state;
 pub mod window;
 
 pub use aggregate::{Aggregator, KeyedAggregate, KeyedAggregations};
+pub use join::{JoinKind, Joins, LookupJoins, StaticTable, WithBroadcast};
 pub use map::StreamOps;
 pub use window::{OutputMode, Window, WindowResult, Windowing, Windows};
