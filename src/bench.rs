@@ -176,10 +176,7 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
     });
     let p = run.parallelism;
     // Only W3 and W4 have event time: W1 and W2 run without watermarks.
-    let w3 = matches!(
-        run.workload,
-        Workload::WindowCount | Workload::IntervalJoin
-    );
+    let w3 = matches!(run.workload, Workload::WindowCount | Workload::IntervalJoin);
     let records: Stream<(u64, u64)> = match &run.input {
         Input::Generator => pipeline
             .source(

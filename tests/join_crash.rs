@@ -137,13 +137,24 @@ fn sigkill_never_loses_or_repeats_a_joined_row() {
         *got.entry(parse(&l)).or_insert(0) += 1;
     }
     let want = expected();
-    let pairs = want.keys().filter(|(r, a)| r.is_some() && a.is_some()).count();
+    let pairs = want
+        .keys()
+        .filter(|(r, a)| r.is_some() && a.is_some())
+        .count();
     assert!(pairs > 10_000, "the input joins ({pairs} pairs)");
     let twice: Vec<_> = got.iter().filter(|(_, &n)| n > 1).take(5).collect();
     assert!(twice.is_empty(), "rows committed more than once: {twice:?}");
-    let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(k)).take(5).collect();
+    let missing: Vec<_> = want
+        .keys()
+        .filter(|k| !got.contains_key(k))
+        .take(5)
+        .collect();
     assert!(missing.is_empty(), "rows never committed: {missing:?}");
-    let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(k)).take(5).collect();
+    let extra: Vec<_> = got
+        .keys()
+        .filter(|k| !want.contains_key(k))
+        .take(5)
+        .collect();
     assert!(extra.is_empty(), "rows not in the batch join: {extra:?}");
     assert_eq!(got, want);
 }

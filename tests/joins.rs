@@ -40,8 +40,8 @@ struct Case {
 /// Rows in event-time order with disorder below `bound`: none is late at
 /// its source, so none is late at the join (its watermark is at most the
 /// watermark its source sent before the row).
-fn rows(rng: &mut impl Rng, n: usize, keys: u64, bound: i64, id0: u64) -> Vec<Row> {
-    let mut t = rng.random_range(-1_000..1_000);
+fn rows(rng: &mut impl Rng, start: i64, n: usize, keys: u64, bound: i64, id0: u64) -> Vec<Row> {
+    let mut t = start;
     (0..n)
         .map(|i| {
             t += rng.random_range(0..4);
@@ -90,9 +90,9 @@ fn runtime() -> tokio::runtime::Runtime {
 fn pipeline(dir: &std::path::Path, backend: Backend, trigger: Trigger) -> Pipeline {
     let checkpoint = match backend {
         Backend::Memory => None,
-        Backend::RocksDb => Some(
-            CheckpointConfig::new(dir.join("checkpoints")).with_rocksdb(dir.join("state")),
-        ),
+        Backend::RocksDb => {
+            Some(CheckpointConfig::new(dir.join("checkpoints")).with_rocksdb(dir.join("state")))
+        }
     };
     Pipeline::with_config(PipelineConfig {
         batch_size: 64,
@@ -189,11 +189,14 @@ fn random_case(rng: &mut impl Rng, kind: JoinKind) -> Case {
             (hi - rng.random_range(0..20), hi)
         }
     };
-    let nl = rng.random_range(200..1200);
-    let nr = rng.random_range(200..1200);
+    // Both sides cover about the same event time (1.5 ms per row).
+    let n = rng.random_range(200..1200);
+    let start = rng.random_range(-1_000..1_000);
+    let (nl, nr) = (n + rng.random_range(0..100), n + rng.random_range(0..100));
+    let start_r = start + rng.random_range(-50..50);
     Case {
-        left: rows(rng, nl, keys, bound, 0),
-        right: rows(rng, nr, keys, bound, 1_000_000),
+        left: rows(rng, start, nl, keys, bound, 0),
+        right: rows(rng, start_r, nr, keys, bound, 1_000_000),
         bound,
         lower,
         upper,
@@ -235,6 +238,11 @@ fn sweep(kinds: [JoinKind; 2], salt: u64) {
                     case.left.len(),
                     case.right.len()
                 );
+                let pairs = want
+                    .iter()
+                    .filter(|(l, r)| l.is_some() && r.is_some())
+                    .count();
+                println!("{summary}: {} rows, {pairs} pairs", want.len());
                 assert_eq!(late, 0, "no row is late in {summary}");
                 assert_eq!(got.len(), want.len(), "row count in {summary}");
                 assert_eq!(got, want, "rows in {summary}");
@@ -275,7 +283,10 @@ fn latest_join_and_broadcast_state() {
             .source("readings", VecSource::new(stream.clone()))
             .key_by(|r: &(u64, u64)| r.0);
         let out = CollectSink::new();
-        s.latest_join(t).name("enrich").left().sink("out", out.clone());
+        s.latest_join(t)
+            .name("enrich")
+            .left()
+            .sink("out", out.clone());
         // Broadcast: a rule per sensor; readings above their rule's limit.
         let rules: Vec<(u64, u64)> = (0..5).map(|s| (s, 150)).collect();
         let alerts = CollectSink::new();

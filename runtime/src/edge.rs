@@ -683,6 +683,57 @@ mod tests {
         assert!(inputs.try_next().is_none());
     }
 
+    /// Two inputs of different types read as one `Inputs<Either<L, R>>`
+    /// (a two-input operator): records convert on receipt, a marker aligns
+    /// across both and the watermark is the minimum of both.
+    #[tokio::test]
+    async fn mapped_edges_of_two_types_align_and_share_the_watermark() {
+        use crate::two_input::Either;
+        let (l_tx, l_rx) = edge::<u32>(16, 4);
+        let (r_tx, r_rx) = edge::<String>(16, 4);
+        let mut inputs: Inputs<Either<u32, String>> = Inputs::new(vec![
+            l_rx.map(Either::Left as fn(u32) -> Either<u32, String>),
+            r_rx.map(Either::Right as fn(String) -> Either<u32, String>),
+        ]);
+        l_tx.tx.send(recs(&[1])).await.unwrap();
+        l_tx.tx.send(marker(1)).await.unwrap();
+        l_tx.tx.send(recs(&[2])).await.unwrap();
+        l_tx.tx.send(wm(100)).await.unwrap();
+        let r = |s: &str| Message::Records(vec![Record::new(s.to_string())]);
+        r_tx.tx.send(r("a")).await.unwrap();
+        let mut seen = Vec::new();
+        while let Some(ev) = inputs.try_next() {
+            match ev {
+                InputEvent::Records(b) => seen.extend(b.into_iter().map(|r| r.value)),
+                other => panic!("nothing else before alignment: {other:?}"),
+            }
+        }
+        assert_eq!(seen, vec![Either::Left(1), Either::Right("a".into())]);
+        r_tx.tx
+            .send(Message::Marker(EpochMarker {
+                epoch: 1,
+                kind: MarkerKind::Checkpoint,
+            }))
+            .await
+            .unwrap();
+        assert!(matches!(inputs.next().await, InputEvent::Marker(m) if m.epoch == 1));
+        assert!(
+            matches!(inputs.next().await, InputEvent::Records(b) if b[0].value == Either::Left(2))
+        );
+        assert!(
+            inputs.try_next().is_none(),
+            "the right input holds the watermark"
+        );
+        r_tx.tx
+            .send(Message::Watermark(Watermark {
+                time: 60,
+                created_ns: 0,
+            }))
+            .await
+            .unwrap();
+        assert!(matches!(inputs.next().await, InputEvent::Watermark(w) if w.time == 60));
+    }
+
     #[tokio::test]
     async fn router_batches_until_full_and_flushes_on_demand() {
         let (out, inp) = edge::<u32>(16, 3);

@@ -134,13 +134,19 @@ pub(crate) fn take_inputs_two<L: Data, R: Data>(
         let v = *b
             .downcast::<Vec<InEdge<L>>>()
             .expect("edge type recorded by the typed API");
-        edges.extend(v.into_iter().map(|e| e.map(Either::Left as fn(L) -> Either<L, R>)));
+        edges.extend(
+            v.into_iter()
+                .map(|e| e.map(Either::Left as fn(L) -> Either<L, R>)),
+        );
     }
     for b in right {
         let v = *b
             .downcast::<Vec<InEdge<R>>>()
             .expect("edge type recorded by the typed API");
-        edges.extend(v.into_iter().map(|e| e.map(Either::Right as fn(R) -> Either<L, R>)));
+        edges.extend(
+            v.into_iter()
+                .map(|e| e.map(Either::Right as fn(R) -> Either<L, R>)),
+        );
     }
     *metrics.input_queues.lock().expect("metrics lock") =
         edges.iter().map(|e| e.queued()).collect();

@@ -67,6 +67,7 @@ pub mod two_input;
 pub mod watermark;
 
 pub use config::PipelineConfig;
+pub use connected::ConnectedStreams;
 pub use error::{BuildError, OperatorError, QueryError};
 pub use graph::Pipeline;
 pub use message::{EpochMarker, Message, Watermark};
@@ -80,5 +81,4 @@ pub use stream::{KeyedStream, SinkRef, Stream};
 pub use timers::{TimeDomain, Timer, TimerService};
 pub use trigger::{BatchProgress, Trigger};
 pub use two_input::{Either, TwoInput, TwoInputOperator};
-pub use connected::ConnectedStreams;
 pub use watermark::{PartitionWatermarks, WatermarkStrategy};

@@ -333,9 +333,7 @@ impl Pipeline {
 pub(crate) fn operator_factory<I: Data, O: Data, S: Data, Op: Operator<I, O, S> + Clone>(
     keyed: bool,
     op: Op,
-    take: impl Fn(Vec<Box<dyn std::any::Any + Send>>, &InstanceMetrics) -> Inputs<I>
-        + Send
-        + 'static,
+    take: impl Fn(Vec<Box<dyn std::any::Any + Send>>, &InstanceMetrics) -> Inputs<I> + Send + 'static,
 ) -> NodeFactory {
     Box::new(move |b: InstanceBuild| {
         let metrics = b.metrics;

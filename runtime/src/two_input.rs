@@ -140,7 +140,11 @@ where
         self.0.tables()
     }
 
-    fn on_timer(&mut self, timer: &Timer, out: &mut Collector<'_, O, S>) -> Result<(), OperatorError> {
+    fn on_timer(
+        &mut self,
+        timer: &Timer,
+        out: &mut Collector<'_, O, S>,
+    ) -> Result<(), OperatorError> {
         self.0.on_timer(timer, out)
     }
 
@@ -152,7 +156,11 @@ where
         self.0.on_watermark(watermark, out)
     }
 
-    fn on_marker(&mut self, epoch: u64, out: &mut Collector<'_, O, S>) -> Result<(), OperatorError> {
+    fn on_marker(
+        &mut self,
+        epoch: u64,
+        out: &mut Collector<'_, O, S>,
+    ) -> Result<(), OperatorError> {
         self.0.on_marker(epoch, out)
     }
 

@@ -48,10 +48,7 @@ impl<T, RK, R, O> Clone for BroadcastProcess<T, RK, R, O> {
 
 impl<T, RK, R, O> BroadcastProcess<T, RK, R, O> {
     /// Rules keyed by `rule_key`; each main record goes through `f`.
-    pub fn new(
-        rule_key: Arc<dyn Fn(&R) -> RK + Send + Sync>,
-        f: RulesFn<T, RK, R, O>,
-    ) -> Self {
+    pub fn new(rule_key: Arc<dyn Fn(&R) -> RK + Send + Sync>, f: RulesFn<T, RK, R, O>) -> Self {
         Self {
             rule_key,
             f,

@@ -482,7 +482,10 @@ mod tests {
         h.push(Either::Left((1, 1_000)), 900);
         h.push(Either::Right((1, 1_005)), 900);
         h.push(Either::Right((2, 1_010)), 900);
-        assert_eq!(h.take(), vec![((Some((1, 1_000)), Some((1, 1_005))), 1_005)]);
+        assert_eq!(
+            h.take(),
+            vec![((Some((1, 1_000)), Some((1, 1_005))), 1_005)]
+        );
         // At or below the watermark: late, joins nothing.
         h.push(Either::Left((1, 1_010)), 1_010);
         assert!(h.take().is_empty());

@@ -181,7 +181,10 @@ mod tests {
         }
         let l: Vec<_> = lo.main.into_iter().map(|r| r.value).collect();
         let i: Vec<_> = io.main.into_iter().map(|r| r.value).collect();
-        assert_eq!(l, vec![(1, Some((1, "pump"))), (3, None), (2, Some((2, "valve")))]);
+        assert_eq!(
+            l,
+            vec![(1, Some((1, "pump"))), (3, None), (2, Some((2, "valve")))]
+        );
         assert_eq!(i, vec![(1, (1, "pump")), (2, (2, "valve"))]);
     }
 }

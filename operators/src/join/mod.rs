@@ -136,9 +136,7 @@ where
             Arc::new(build),
         );
         let name = self.name;
-        self.left
-            .connect(self.right)
-            .transform_with_side(&name, op)
+        self.left.connect(self.right).transform_with_side(&name, op)
     }
 
     /// Matched pairs.
