@@ -402,3 +402,45 @@ fn watermarks_follow_the_kafka_timestamps() {
         .unwrap();
     assert_eq!(wm, per_partition_newest - 1000);
 }
+
+/// In-band per-partition watermarks: one topic is produced 1.5 s after the
+/// other, so its Kafka timestamps run 1.5 s ahead. With the source's
+/// partition tracking, the watermark follows the slower topic until it is
+/// read: no record of either is late for a 200 ms bound, and every
+/// 100 ms window counts all of its records.
+#[test]
+fn a_lagging_partition_holds_the_in_band_watermark() {
+    let broker = Broker::start();
+    let b = broker.bootstrap();
+    admin::create_topic(&b, "old", 1, T).unwrap();
+    admin::create_topic(&b, "new", 1, T).unwrap();
+    admin::produce(&b, "old", input(300, 3, None), T).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    admin::produce(&b, "new", input(300, 3, None), T).unwrap();
+    let windows = CollectSink::new();
+    let late = CollectSink::new();
+    common::runtime().block_on(async {
+        let p = Pipeline::new();
+        let source = KafkaSource::records(&b, &["new", "old"]).bounded().watermarks(
+            WatermarkConfig {
+                out_of_orderness_ms: 0,
+                idle_timeout: Duration::from_secs(60),
+            },
+            WatermarkHandle::new(),
+        );
+        let (counts, late_records) = p
+            .source("in", source)
+            .with_watermarks(WatermarkStrategy::bounded_out_of_orderness(
+                Duration::from_millis(200),
+            ))
+            .key_by(|_: &KafkaRecord| 0u8)
+            .window(Windows::tumbling(Duration::from_millis(100)))
+            .aggregate_with_late(eddy::operators::aggregate::Count);
+        counts.sink("counts", windows.clone());
+        late_records.sink("late", late.clone());
+        p.start().unwrap().await_termination().await.unwrap();
+    });
+    assert_eq!(late.values().len(), 0, "no record is late");
+    let counted: u64 = windows.values().iter().map(|w| w.value).sum();
+    assert_eq!(counted, 600);
+}

@@ -81,4 +81,4 @@ pub use stream::{KeyedStream, SinkRef, Stream};
 pub use timers::{TimeDomain, Timer, TimerService};
 pub use trigger::{BatchProgress, Trigger};
 pub use two_input::{Either, TwoInput, TwoInputOperator};
-pub use watermark::{PartitionWatermarks, WatermarkStrategy};
+pub use watermark::WatermarkStrategy;

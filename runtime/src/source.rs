@@ -12,7 +12,7 @@ use std::future::Future;
 use tokio::time::Instant;
 
 use crate::error::OperatorError;
-use crate::record::Record;
+use crate::record::{Record, Timestamp};
 
 /// The default of [`Source::max_records_per_batch`]: about 60 ms of work at
 /// the keyed-count ceiling measured on 2 cores (17 M records/s).
@@ -54,6 +54,20 @@ pub trait Source<T>: Send + 'static {
         out: &mut Vec<Record<T>>,
         max: usize,
     ) -> Result<SourcePoll, OperatorError>;
+
+    /// The source's own event-time progress, for a source that reads
+    /// several partitions (Kafka): the lowest of the newest event times
+    /// its active partitions delivered,
+    /// [`NO_TIMESTAMP`](crate::record::NO_TIMESTAMP) while an active
+    /// partition has delivered nothing, `None` for no opinion (the
+    /// default). The task asks after every poll; the watermark generator
+    /// never lets its watermark pass this value less its bound, so a
+    /// partition lagging behind the others does not make its own records
+    /// late. Used with event time the source stamps (not with an
+    /// extractor or ingestion time).
+    fn watermark(&mut self) -> Option<Timestamp> {
+        None
+    }
 
     /// Called once before the first poll.
     fn open(&mut self, _ctx: &SourceContext) -> Result<(), OperatorError> {

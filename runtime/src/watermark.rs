@@ -27,8 +27,14 @@
 //! resumes the watermark where the checkpoint left it, so no window result
 //! is fired twice or lost.
 //!
-//! A partitioned source (one instance reading several partitions) keeps one
-//! [`PartitionWatermarks`] and reports the minimum over its partitions.
+//! A partitioned source (one instance reading several partitions, Kafka)
+//! reports the lowest of its active partitions' newest event times after
+//! every poll ([`Source::watermark`](crate::Source::watermark)); the
+//! generator never lets the watermark pass it less the bound, so one
+//! partition running ahead of another does not make the slower one's
+//! records late. Lateness inside a poll is judged against the cap of the
+//! previous poll (lower, so never too strict); the cap is not checkpointed:
+//! a restored source reports it again before its first poll.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,6 +151,9 @@ pub struct WatermarkGenerator<T> {
     state: GeneratorState,
     /// Creation time of the record that raised `max_timestamp`.
     max_created_ns: u64,
+    /// The source's own progress ([`Source::watermark`](crate::Source::watermark)):
+    /// the watermark never passes it less the bound.
+    cap: Option<Timestamp>,
 }
 
 /// Where the source task must send a watermark inside a polled batch.
@@ -168,6 +177,16 @@ impl<T> WatermarkGenerator<T> {
                 emitted: NO_TIMESTAMP,
             },
             max_created_ns: 0,
+            cap: None,
+        }
+    }
+
+    /// Takes the source's own progress into account from now on (see
+    /// [`Source::watermark`](crate::Source::watermark)); ignored when the
+    /// strategy does not use the event time the source stamps.
+    pub fn set_cap(&mut self, cap: Option<Timestamp>) {
+        if matches!(self.strategy.assigner, Assigner::FromSource) {
+            self.cap = cap;
         }
     }
 
@@ -188,11 +207,14 @@ impl<T> WatermarkGenerator<T> {
 
     /// The watermark the records seen so far allow.
     fn candidate(&self) -> Timestamp {
-        if self.state.max_timestamp == NO_TIMESTAMP {
+        let newest = match self.cap {
+            Some(cap) => self.state.max_timestamp.min(cap),
+            None => self.state.max_timestamp,
+        };
+        if newest == NO_TIMESTAMP {
             return NO_TIMESTAMP;
         }
-        self.state
-            .max_timestamp
+        newest
             .saturating_sub(self.strategy.max_out_of_orderness_ms)
             .saturating_sub(1)
     }
@@ -253,53 +275,45 @@ impl<T> WatermarkGenerator<T> {
     }
 }
 
-/// Per-partition watermarks of one source instance that reads several
-/// partitions (Kafka): each partition has its own maximum event time, the
-/// instance's watermark is the minimum over partitions that are not idle.
-#[derive(Debug, Clone, Default)]
-pub struct PartitionWatermarks {
-    partitions: Vec<(Timestamp, bool)>,
-}
-
-impl PartitionWatermarks {
-    /// `n` partitions, none seen yet.
-    pub fn new(n: usize) -> Self {
-        Self {
-            partitions: vec![(NO_TIMESTAMP, false); n],
-        }
-    }
-
-    /// A record with event time `ts` was read from partition `p`.
-    pub fn observe(&mut self, p: usize, ts: Timestamp) {
-        if let Some(slot) = self.partitions.get_mut(p) {
-            slot.1 = false;
-            if ts > slot.0 {
-                slot.0 = ts;
-            }
-        }
-    }
-
-    /// Partition `p` has had no data for the idle timeout.
-    pub fn mark_idle(&mut self, p: usize) {
-        if let Some(slot) = self.partitions.get_mut(p) {
-            slot.1 = true;
-        }
-    }
-
-    /// The lowest maximum event time over active partitions (`None`: all
-    /// idle).
-    pub fn min_max_timestamp(&self) -> Option<Timestamp> {
-        self.partitions
-            .iter()
-            .filter(|(_, idle)| !idle)
-            .map(|(t, _)| *t)
-            .min()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A partitioned source's progress caps the watermark: with a lagging
+    /// partition, the newest record of the fast one does not make the slow
+    /// one's records late.
+    #[test]
+    fn the_source_cap_holds_the_watermark_at_the_slowest_partition() {
+        let mut g = WatermarkGenerator::<u32>::new(WatermarkStrategy::bounded_out_of_orderness(
+            Duration::from_millis(10),
+        ));
+        let mut splits = Vec::new();
+        // An active partition has delivered nothing yet: no watermark.
+        g.set_cap(Some(NO_TIMESTAMP));
+        g.assign(&mut recs(&[1_000, 1_005]), 0, &mut splits);
+        assert_eq!(g.advance(), None);
+        // Partition B delivers 500: the watermark follows B.
+        g.set_cap(Some(500));
+        g.assign(&mut recs(&[500]), 0, &mut splits);
+        assert_eq!(g.advance().map(|w| w.0), Some(489));
+        // B's next records are far behind A's 1_005 but not late.
+        g.assign(&mut recs(&[495, 520]), 0, &mut splits);
+        assert!(splits.is_empty(), "nothing late: {splits:?}");
+        // Without a cap the same record would be late.
+        let mut h = WatermarkGenerator::<u32>::new(WatermarkStrategy::bounded_out_of_orderness(
+            Duration::from_millis(10),
+        ));
+        h.assign(&mut recs(&[1_000, 1_005, 500]), 0, &mut splits);
+        assert_eq!(splits.len(), 1);
+        // An extractor ignores the cap (it is about the source's stamps).
+        let mut x = WatermarkGenerator::<u32>::new(
+            WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(10))
+                .with_timestamps(|_| 1_000),
+        );
+        x.set_cap(Some(NO_TIMESTAMP));
+        x.assign(&mut recs(&[0]), 0, &mut Vec::new());
+        assert_eq!(x.advance().map(|w| w.0), Some(989));
+    }
 
     fn recs(ts: &[Timestamp]) -> Vec<Record<u32>> {
         ts.iter()
@@ -371,17 +385,5 @@ mod tests {
         let mut r = vec![Record::new(7u32)];
         g.assign(&mut r, 12_345, &mut Vec::new());
         assert_eq!(r[0].timestamp, 12_345);
-    }
-
-    #[test]
-    fn partitions_report_the_minimum_over_active_ones() {
-        let mut p = PartitionWatermarks::new(3);
-        p.observe(0, 100);
-        p.observe(1, 50);
-        assert_eq!(p.min_max_timestamp(), Some(NO_TIMESTAMP), "2 unseen");
-        p.mark_idle(2);
-        assert_eq!(p.min_max_timestamp(), Some(50));
-        p.observe(2, 10);
-        assert_eq!(p.min_max_timestamp(), Some(10));
     }
 }

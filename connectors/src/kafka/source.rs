@@ -617,6 +617,14 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
         }
     }
 
+    /// With [`KafkaSource::watermarks`], the slowest active partition's
+    /// newest timestamp: the runtime's watermark never passes it less the
+    /// strategy's bound, so a lagging partition's records are not late.
+    fn watermark(&mut self) -> Option<i64> {
+        let w = self.open.as_ref()?.watermarks.as_ref()?;
+        w.newest_minimum(std::time::Instant::now())
+    }
+
     async fn wait(&mut self) {
         match &self.open {
             Some(open) => open.ready.notified().await,

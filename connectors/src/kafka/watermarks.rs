@@ -8,10 +8,11 @@
 //! delivers again. The watermark never goes backwards: a partition that
 //! rejoins behind it does not pull it back (its records are late).
 //!
-//! The runtime cannot take watermarks from sources yet; until it can, the
-//! source publishes each instance's watermark through a
-//! [`WatermarkHandle`] and the gauge `eddy_kafka_watermark_ms{source,instance}`
-//! (see `docs/kafka.md` for the hook that will carry it in-band).
+//! In-band, the source reports [`PartitionWatermarks::newest_minimum`]
+//! through [`eddy_runtime::Source::watermark`] after every poll, and the
+//! runtime's watermark generator never passes it less its bound. The source
+//! also publishes each instance's watermark through a [`WatermarkHandle`]
+//! and the gauge `eddy_kafka_watermark_ms{source,instance}` (monitoring).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -71,6 +72,22 @@ impl PartitionWatermarks {
         });
         p.max_ts = Some(p.max_ts.map_or(ts, |m| m.max(ts)));
         p.last_seen = now;
+    }
+
+    /// The in-band cap at `now` ([`eddy_runtime::Source::watermark`]): the
+    /// lowest newest timestamp over active partitions, `NO_TIMESTAMP` while
+    /// an active partition has delivered nothing, `None` when every
+    /// partition is idle (or none is assigned).
+    pub fn newest_minimum(&self, now: Instant) -> Option<i64> {
+        let mut min: Option<i64> = None;
+        for p in self.partitions.values() {
+            if now.saturating_duration_since(p.last_seen) >= self.config.idle_timeout {
+                continue;
+            }
+            let newest = p.max_ts.unwrap_or(eddy_runtime::record::NO_TIMESTAMP);
+            min = Some(min.map_or(newest, |m| m.min(newest)));
+        }
+        min
     }
 
     /// The instance's watermark at `now` (milliseconds since the Unix
@@ -176,6 +193,29 @@ mod tests {
         assert_eq!(w.current(at(1200)), Some(1490));
         // Everything idle: the watermark holds.
         assert_eq!(w.current(at(5000)), Some(1490));
+    }
+
+    #[test]
+    fn the_in_band_cap_is_the_slowest_active_partition() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut w = PartitionWatermarks::new(WatermarkConfig {
+            out_of_orderness_ms: 10,
+            idle_timeout: Duration::from_millis(1000),
+        });
+        assert_eq!(w.newest_minimum(at(0)), None, "nothing assigned");
+        w.assign(tp(0), at(0));
+        w.assign(tp(1), at(0));
+        w.observe(&tp(0), 500, at(10));
+        assert_eq!(
+            w.newest_minimum(at(20)),
+            Some(eddy_runtime::record::NO_TIMESTAMP),
+            "partition 1 has not delivered"
+        );
+        w.observe(&tp(1), 300, at(30));
+        assert_eq!(w.newest_minimum(at(40)), Some(300));
+        assert_eq!(w.newest_minimum(at(1020)), Some(300), "0 idle, 1 not yet");
+        assert_eq!(w.newest_minimum(at(5000)), None, "all idle");
     }
 
     #[test]

@@ -140,6 +140,10 @@ impl<T: Data, S: Source<T>> SourceTask<T, S> {
         self.idle = false;
         self.splits.clear();
         gen.assign(buf, self.clock.now_ms(), &mut self.splits);
+        // The source's own progress after this poll (a partitioned source:
+        // its slowest active partition) caps the watermark from now on;
+        // the records above were judged against the previous poll's cap.
+        gen.set_cap(self.source.watermark());
         let advanced = gen.advance();
         if self.splits.is_empty() {
             self.router.push(buf).await?;
@@ -322,6 +326,9 @@ impl<T: Data, S: Source<T>> SourceTask<T, S> {
     pub async fn run(mut self) -> TaskResult {
         self.source.open(&self.ctx)?;
         self.restore()?;
+        if let Some(g) = self.watermarks.as_mut() {
+            g.set_cap(self.source.watermark());
+        }
         self.last_data = Instant::now();
         if self.micro_batch {
             return self.run_micro_batch().await;
