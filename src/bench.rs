@@ -13,7 +13,11 @@
 //! mode every second, micro-batch mode at every batch (as Spark commits
 //! offsets per batch). W3's latency is that of its window results: from the
 //! creation of the record whose watermark closed the window to the
-//! result's visibility; its rate check counts input records.
+//! result's visibility; its rate check counts input records. W4 is an
+//! inner interval join (+-50 ms) of two streams at half the input rate
+//! each (split by sequence number), keyed over the same keys; a joined
+//! row's latency runs from the creation of the later of its two rows, its
+//! rate check counts input records and `output_rate` counts joined rows.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

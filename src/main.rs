@@ -246,10 +246,11 @@ struct KafkaCountArgs {
 #[derive(clap::Args)]
 struct LatencyArgs {
     /// Workloads: w1 (passthrough), w2 (keyed count), w3 (1 s tumbling
-    /// event-time window count).
+    /// event-time window count), w4 (interval join of two half-rate
+    /// streams).
     #[arg(long, value_delimiter = ',', default_value = "w1,w2")]
     workloads: Vec<String>,
-    /// Distinct keys of w2 and w3.
+    /// Distinct keys of w2, w3 and w4.
     #[arg(long, default_value_t = 10_000)]
     keys: u64,
     /// Modes: continuous, mbN (micro-batches every N ms).

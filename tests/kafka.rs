@@ -421,13 +421,15 @@ fn a_lagging_partition_holds_the_in_band_watermark() {
     let late = CollectSink::new();
     common::runtime().block_on(async {
         let p = Pipeline::new();
-        let source = KafkaSource::records(&b, &["new", "old"]).bounded().watermarks(
-            WatermarkConfig {
-                out_of_orderness_ms: 0,
-                idle_timeout: Duration::from_secs(60),
-            },
-            WatermarkHandle::new(),
-        );
+        let source = KafkaSource::records(&b, &["new", "old"])
+            .bounded()
+            .watermarks(
+                WatermarkConfig {
+                    out_of_orderness_ms: 0,
+                    idle_timeout: Duration::from_secs(60),
+                },
+                WatermarkHandle::new(),
+            );
         let (counts, late_records) = p
             .source("in", source)
             .with_watermarks(WatermarkStrategy::bounded_out_of_orderness(

@@ -621,7 +621,13 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
     /// newest timestamp: the runtime's watermark never passes it less the
     /// strategy's bound, so a lagging partition's records are not late.
     fn watermark(&mut self) -> Option<i64> {
-        let w = self.open.as_ref()?.watermarks.as_ref()?;
+        let open = self.open.as_ref()?;
+        let w = open.watermarks.as_ref()?;
+        if !open.assigned {
+            // The partitions are assigned at the first poll: until then
+            // none has delivered, so nothing may pass.
+            return Some(eddy_runtime::record::NO_TIMESTAMP);
+        }
         w.newest_minimum(std::time::Instant::now())
     }
 

@@ -394,6 +394,8 @@ mod tests {
     use eddy_runtime::{Operator, Output};
 
     type Row = (u32, i64);
+    /// An output row and its event time.
+    type Emitted = ((Option<Row>, Option<Row>), i64);
     type Op = TwoInput<IntervalJoin<Row, Row, u32, (Option<Row>, Option<Row>)>>;
 
     struct Harness {
@@ -445,7 +447,7 @@ mod tests {
             }
         }
 
-        fn take(&mut self) -> Vec<((Option<Row>, Option<Row>), i64)> {
+        fn take(&mut self) -> Vec<Emitted> {
             self.out
                 .main
                 .drain(..)

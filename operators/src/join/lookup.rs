@@ -50,12 +50,15 @@ impl<K: Hash + Eq, V> StaticTable<K, V> {
     }
 }
 
-/// The lookup operator: `build(record, value)` for each record (`None`
-/// emits nothing).
+/// Builds the output of a record and its key's value (`None` emits
+/// nothing).
+pub type LookupFn<T, V, O> = Arc<dyn Fn(T, Option<&V>) -> Option<O> + Send + Sync>;
+
+/// The lookup operator: `build(record, value)` for each record.
 pub struct LookupJoin<T, K, V, O> {
     table: StaticTable<K, V>,
     key: Arc<dyn Fn(&T) -> K + Send + Sync>,
-    build: Arc<dyn Fn(T, Option<&V>) -> Option<O> + Send + Sync>,
+    build: LookupFn<T, V, O>,
 }
 
 impl<T, K, V, O> Clone for LookupJoin<T, K, V, O> {
@@ -167,7 +170,7 @@ mod tests {
         let mut inner = LookupJoin::<u32, u32, (u32, &str), (u32, (u32, &str))> {
             table,
             key: Arc::new(|t: &u32| *t),
-            build: Arc::new(|t, v: Option<&(u32, &str)>| Some((t, v?.clone()))),
+            build: Arc::new(|t, v: Option<&(u32, &str)>| Some((t, *v?))),
         };
         let clock = ProcessingClock::new();
         let mut timers = TimerService::in_memory();
