@@ -216,6 +216,89 @@ fn expire_side<K: StateKey, T: Serialize + DeserializeOwned>(
     Ok(())
 }
 
+/// A row arriving on one side (the "own" side; the other side is the one
+/// it probes), with its interval: it pairs with the other side's rows at
+/// `from..=to` and its own interval closes at `closes`.
+struct Arrival {
+    ts: i64,
+    from: i64,
+    to: i64,
+    closes: i64,
+    /// Record matches on the other side's rows (they have outer rows).
+    mark_other: bool,
+    /// This side has outer rows.
+    outer: bool,
+}
+
+impl Arrival {
+    /// Emits the pairs with the other side's buffered rows, then buffers
+    /// the row with a timer at its close, or, when its interval already
+    /// closed, emits its outer row if it matched nothing.
+    #[allow(clippy::too_many_arguments)]
+    fn handle<K, A, B, O, S>(
+        &self,
+        key: &K,
+        value: A,
+        own: &mut KeyedTable<K, Vec<Row<A>>>,
+        other: &mut KeyedTable<K, Vec<Row<B>>>,
+        pair: impl Fn(A, B) -> Option<O>,
+        single: impl Fn(A) -> Option<O>,
+        out: &mut Collector<'_, O, S>,
+    ) -> Result<(), OperatorError>
+    where
+        K: StateKey,
+        A: Clone + Serialize + DeserializeOwned,
+        B: Clone + Serialize + DeserializeOwned,
+    {
+        let (ts, from, to) = (self.ts, self.from, self.to);
+        let mut matched = false;
+        let mut probe = |row: &Row<B>, out: &mut Collector<'_, O, S>| {
+            if row.ts >= from && row.ts <= to {
+                matched = true;
+                if let Some(o) = pair(value.clone(), row.value.clone()) {
+                    out.emit_at(o, ts.max(row.ts));
+                }
+                true
+            } else {
+                false
+            }
+        };
+        if self.mark_other {
+            // Matches are recorded on the other side's rows (for their
+            // outer rows).
+            other.update(key, |rows| {
+                for row in rows.iter_mut().flatten() {
+                    if probe(row, out) {
+                        row.matched = true;
+                    }
+                }
+            })?;
+        } else if let Some(rows) = other.get(key)? {
+            // Read only: nothing is written back to the other table.
+            for row in rows {
+                probe(row, out);
+            }
+        }
+        if self.closes <= out.watermark() {
+            // No row of the other side that is not late can still match.
+            if !matched && self.outer {
+                if let Some(o) = single(value) {
+                    out.emit_at(o, self.closes);
+                }
+            }
+            return Ok(());
+        }
+        own.update(key, |rows| {
+            rows.get_or_insert_with(Vec::new).push(Row {
+                ts,
+                matched,
+                value,
+            })
+        })?;
+        out.register_timer(TimeDomain::EventTime, self.closes, key)
+    }
+}
+
 impl<L, R, K, O> TwoInputOperator<L, R, O, Either<L, R>> for IntervalJoin<L, R, K, O>
 where
     L: Clone + Serialize + DeserializeOwned + Send + 'static,
@@ -256,60 +339,33 @@ where
         if ta == NO_TIMESTAMP {
             return Err(no_event_time(&self.name));
         }
-        let watermark = out.watermark();
-        if ta <= watermark {
+        if ta <= out.watermark() {
             out.count_late(1);
             out.emit_side(Either::Left(record.value));
             return Ok(());
         }
         let key = (self.left_key)(&record.value);
-        let (from, to) = (ta.saturating_add(self.lower), ta.saturating_add(self.upper));
         let build = &self.build;
-        let right = self.right.as_mut().ok_or_else(not_open)?;
-        let mut matched = false;
-        if self.kind.right_outer() {
-            // Matches are recorded on the right rows (for their outer rows).
-            right.update(&key, |rows| {
-                for r in rows.iter_mut().flatten() {
-                    if r.ts >= from && r.ts <= to {
-                        matched = true;
-                        r.matched = true;
-                        if let Some(o) = build(Some(record.value.clone()), Some(r.value.clone())) {
-                            out.emit_at(o, ta.max(r.ts));
-                        }
-                    }
-                }
-            })?;
-        } else if let Some(rows) = right.get(&key)? {
-            // Read only: nothing is written back to the right table.
-            for r in rows {
-                if r.ts >= from && r.ts <= to {
-                    matched = true;
-                    if let Some(o) = build(Some(record.value.clone()), Some(r.value.clone())) {
-                        out.emit_at(o, ta.max(r.ts));
-                    }
-                }
-            }
-        }
-        let closes = ta.saturating_add(self.upper);
-        if closes <= watermark {
-            // No right row that is not late can still match it.
-            if !matched && self.kind.left_outer() {
-                if let Some(o) = (self.build)(Some(record.value), None) {
-                    out.emit_at(o, closes);
-                }
-            }
-            return Ok(());
-        }
-        let left = self.left.as_mut().ok_or_else(not_open)?;
-        left.update(&key, |rows| {
-            rows.get_or_insert_with(Vec::new).push(Row {
-                ts: ta,
-                matched,
-                value: record.value,
-            })
-        })?;
-        out.register_timer(TimeDomain::EventTime, closes, &key)
+        let arrival = Arrival {
+            ts: ta,
+            // right.ts in [ta + lower, ta + upper]
+            from: ta.saturating_add(self.lower),
+            to: ta.saturating_add(self.upper),
+            closes: ta.saturating_add(self.upper),
+            mark_other: self.kind.right_outer(),
+            outer: self.kind.left_outer(),
+        };
+        let own = self.left.as_mut().ok_or_else(not_open)?;
+        let other = self.right.as_mut().ok_or_else(not_open)?;
+        arrival.handle(
+            &key,
+            record.value,
+            own,
+            other,
+            |l, r| build(Some(l), Some(r)),
+            |l| build(Some(l), None),
+            out,
+        )
     }
 
     fn process_right(
@@ -321,58 +377,33 @@ where
         if tb == NO_TIMESTAMP {
             return Err(no_event_time(&self.name));
         }
-        let watermark = out.watermark();
-        if tb <= watermark {
+        if tb <= out.watermark() {
             out.count_late(1);
             out.emit_side(Either::Right(record.value));
             return Ok(());
         }
         let key = (self.right_key)(&record.value);
-        // left.ts in [tb - upper, tb - lower]
-        let (from, to) = (tb.saturating_sub(self.upper), tb.saturating_sub(self.lower));
         let build = &self.build;
-        let left = self.left.as_mut().ok_or_else(not_open)?;
-        let mut matched = false;
-        if self.kind.left_outer() {
-            left.update(&key, |rows| {
-                for l in rows.iter_mut().flatten() {
-                    if l.ts >= from && l.ts <= to {
-                        matched = true;
-                        l.matched = true;
-                        if let Some(o) = build(Some(l.value.clone()), Some(record.value.clone())) {
-                            out.emit_at(o, tb.max(l.ts));
-                        }
-                    }
-                }
-            })?;
-        } else if let Some(rows) = left.get(&key)? {
-            for l in rows {
-                if l.ts >= from && l.ts <= to {
-                    matched = true;
-                    if let Some(o) = build(Some(l.value.clone()), Some(record.value.clone())) {
-                        out.emit_at(o, tb.max(l.ts));
-                    }
-                }
-            }
-        }
-        let closes = tb.saturating_sub(self.lower);
-        if closes <= watermark {
-            if !matched && self.kind.right_outer() {
-                if let Some(o) = (self.build)(None, Some(record.value)) {
-                    out.emit_at(o, closes);
-                }
-            }
-            return Ok(());
-        }
-        let right = self.right.as_mut().ok_or_else(not_open)?;
-        right.update(&key, |rows| {
-            rows.get_or_insert_with(Vec::new).push(Row {
-                ts: tb,
-                matched,
-                value: record.value,
-            })
-        })?;
-        out.register_timer(TimeDomain::EventTime, closes, &key)
+        let arrival = Arrival {
+            ts: tb,
+            // left.ts in [tb - upper, tb - lower]
+            from: tb.saturating_sub(self.upper),
+            to: tb.saturating_sub(self.lower),
+            closes: tb.saturating_sub(self.lower),
+            mark_other: self.kind.left_outer(),
+            outer: self.kind.right_outer(),
+        };
+        let own = self.right.as_mut().ok_or_else(not_open)?;
+        let other = self.left.as_mut().ok_or_else(not_open)?;
+        arrival.handle(
+            &key,
+            record.value,
+            own,
+            other,
+            |r, l| build(Some(l), Some(r)),
+            |r| build(None, Some(r)),
+            out,
+        )
     }
 
     fn on_timer(
