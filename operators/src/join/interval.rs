@@ -289,11 +289,8 @@ impl Arrival {
             return Ok(());
         }
         own.update(key, |rows| {
-            rows.get_or_insert_with(Vec::new).push(Row {
-                ts,
-                matched,
-                value,
-            })
+            rows.get_or_insert_with(Vec::new)
+                .push(Row { ts, matched, value })
         })?;
         out.register_timer(TimeDomain::EventTime, self.closes, key)
     }
