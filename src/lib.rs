@@ -9,7 +9,7 @@
 //! | --- | --- |
 //! | [`checkpoint`] (`eddy-checkpoint`) | state backends, keyed state tables, codec, checkpoint store |
 //! | [`runtime`] (`eddy-runtime`) | graph builder, tasks, bounded edges, query handle, metrics |
-//! | [`operators`] (`eddy-operators`) | map / filter / flat_map, keyed aggregations |
+//! | [`operators`] (`eddy-operators`) | map / filter / flat_map, keyed aggregations, windows, keyed process functions, dedup |
 //! | [`connectors`] (`eddy-connectors`) | vector and generator sources, memory table, collect, console, file and discard sinks |
 //!
 //! Dependencies point one way: `checkpoint <- runtime <- {operators, connectors} <- eddy`.
@@ -38,8 +38,9 @@ pub mod prelude {
         GeneratorConfig, GeneratorSource, TableSink, VecSource,
     };
     pub use eddy_operators::{
-        Aggregator, KeyedAggregations, OutputMode, StreamOps, Window, WindowResult, Windowing,
-        Windows,
+        Aggregator, FiredTimer, KeyedAggregations, KeyedProcessFunction, KeyedProcessing,
+        ListState, MapState, OutputMode, ProcessContext, StreamOps, ValueState, Window,
+        WindowResult, Windowing, Windows,
     };
     pub use eddy_runtime::checkpointing::CheckpointConfig;
     pub use eddy_runtime::{
