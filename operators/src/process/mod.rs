@@ -159,3 +159,6 @@ impl<T: Data, K: StateKey> KeyedProcessing<T, K> for KeyedStream<T, K> {
         self.transform_with_side(name, op)
     }
 }
+
+#[cfg(test)]
+mod tests;
