@@ -26,7 +26,7 @@
 //! #[derive(Clone)]
 //! struct Sessions { gap: i64 }
 //!
-//! #[derive(Default, Serialize, Deserialize)]
+//! #[derive(Clone, Copy, Default, Serialize, Deserialize)]
 //! struct Open { start: i64, last: i64, count: u64 }
 //!
 //! impl KeyedProcessFunction<(&'static str, i64), String> for Sessions {
@@ -34,15 +34,23 @@
 //!     type Out = (String, i64, i64, u64);
 //!     fn process(
 //!         &mut self,
-//!         (_, ts): (&'static str, i64),
+//!         _click: (&'static str, i64),
 //!         ctx: &mut ProcessContext<'_, '_, String, Open, Self::Out>,
 //!     ) -> Result<(), OperatorError> {
-//!         if let Some(old_end) = ctx.state().map(|s| s.last + self.gap) {
-//!             ctx.delete_event_time_timer(old_end)?;
+//!         let ts = ctx.timestamp();
+//!         if let Some(&Open { start, last, count }) = ctx.state() {
+//!             ctx.delete_event_time_timer(last + self.gap)?;
+//!             if ts >= last + self.gap {
+//!                 // Quiet for the gap, but its timer has not fired yet
+//!                 // (the watermark comes after this record's batch).
+//!                 let key = ctx.key().clone();
+//!                 ctx.emit((key, start, last, count));
+//!                 ctx.clear_state();
+//!             }
 //!         }
 //!         let fresh = !ctx.state_exists();
 //!         let s = ctx.state_mut();
-//!         if fresh { s.start = ts; }
+//!         if fresh { s.start = ts; s.last = ts; }
 //!         s.last = s.last.max(ts);
 //!         s.count += 1;
 //!         let end = s.last + self.gap;
