@@ -270,7 +270,7 @@ fn dedup_state_holds_exactly_the_keys_within_the_bound() {
             let mut r = Record::new((key, ts));
             r.timestamp = ts;
             op.process(r, &mut c).unwrap();
-            if ts > watermark && !model.get(&key).is_some_and(|&f| ts <= f + case.bound) {
+            if ts > watermark && model.get(&key).is_none_or(|&f| ts > f + case.bound) {
                 model.insert(key, ts);
             }
         }

@@ -38,8 +38,11 @@ struct Case {
     trigger: Trigger,
 }
 
-/// Per session, every row the sink received; and the late records counted.
-fn run(case: &Case) -> (BTreeMap<(u64, i64, i64), Vec<(u64, u64, u64)>>, u64) {
+/// Per session (key, start, end), every (count, sum, max) the sink received.
+type Rows = BTreeMap<(u64, i64, i64), Vec<(u64, u64, u64)>>;
+
+/// The sessions the sink received, and the late records counted.
+fn run(case: &Case) -> (Rows, u64) {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -91,7 +94,7 @@ fn run(case: &Case) -> (BTreeMap<(u64, i64, i64), Vec<(u64, u64, u64)>>, u64) {
             .filter(|i| i.operator == "sessions")
             .map(|i| i.late_records)
             .sum();
-        let mut got: BTreeMap<_, Vec<_>> = BTreeMap::new();
+        let mut got = Rows::new();
         for (k, s, e, c, sum, max) in rows.values() {
             got.entry((k, s, e)).or_default().push((c, sum, max));
         }

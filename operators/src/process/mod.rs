@@ -7,7 +7,7 @@
 //!   timeout (Spark's `setTimeoutDuration` / `setTimeoutTimestamp`,
 //!   `hasTimedOut`) and an optional state TTL
 //!   ([`KeyedProcessFunction::with_state_ttl`]).
-//! - [`KeyedProcessing::update_state_by_key`]: DStreams'
+//! - [`KeyedProcessing::update_state_by_key`] is DStreams'
 //!   `updateStateByKey` on top of it.
 //! - [`KeyedProcessing::dedup`]: drops records whose key was seen within
 //!   an event-time bound (Spark's `dropDuplicatesWithinWatermark`), with
