@@ -38,7 +38,7 @@ pub mod prelude {
         GeneratorConfig, GeneratorSource, TableSink, VecSource,
     };
     pub use eddy_operators::{
-        Aggregator, FiredTimer, KeyedAggregations, KeyedProcessFunction, KeyedProcessing,
+        Aggregator, DedupBy, FiredTimer, KeyedAggregations, KeyedProcessFunction, KeyedProcessing,
         ListState, MapState, OutputMode, ProcessContext, StreamOps, ValueState, Window,
         WindowResult, Windowing, Windows,
     };

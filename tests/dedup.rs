@@ -306,3 +306,28 @@ fn retained(op: &mut Dedup<(u64, i64), u64>) -> BTreeMap<u64, i64> {
         .unwrap();
     m
 }
+
+/// `dedup_by` on a stream not keyed yet.
+#[tokio::test]
+async fn dedup_by_keys_and_deduplicates() {
+    let pipeline = Pipeline::new();
+    let out = CollectSink::new();
+    let events = vec![
+        (1u64, 100i64),
+        (1, 150),
+        (2, 160),
+        (1, 400),
+        (2, 161),
+        (1, 500),
+    ];
+    pipeline
+        .source("events", VecSource::new(events))
+        .with_watermarks(
+            WatermarkStrategy::bounded_out_of_orderness(Duration::from_secs(1))
+                .with_timestamps(|e: &(u64, i64)| e.1),
+        )
+        .dedup_by("dedup", |e: &(u64, i64)| e.0, Duration::from_millis(100))
+        .sink("out", out.clone());
+    pipeline.start().unwrap().await_termination().await.unwrap();
+    assert_eq!(out.values(), vec![(1, 100), (2, 160), (1, 400)]);
+}

@@ -28,7 +28,7 @@ pub mod window;
 pub use aggregate::{Aggregator, KeyedAggregate, KeyedAggregations};
 pub use map::StreamOps;
 pub use process::{
-    FiredTimer, KeyedProcessFunction, KeyedProcessing, ListState, MapState, ProcessContext,
-    ValueState,
+    DedupBy, FiredTimer, KeyedProcessFunction, KeyedProcessing, ListState, MapState,
+    ProcessContext, ValueState,
 };
 pub use window::{OutputMode, Window, WindowResult, Windowing, Windows};

@@ -9,9 +9,10 @@
 //!   ([`KeyedProcessFunction::with_state_ttl`]).
 //! - [`KeyedProcessing::update_state_by_key`] is DStreams'
 //!   `updateStateByKey` on top of it.
-//! - [`KeyedProcessing::dedup`]: drops records whose key was seen within
-//!   an event-time bound (Spark's `dropDuplicatesWithinWatermark`), with
-//!   state bounded by the watermark.
+//! - [`KeyedProcessing::dedup`] (and [`DedupBy::dedup_by`] on a stream
+//!   not keyed yet) drops records whose key was seen within an event-time
+//!   bound (Spark's `dropDuplicatesWithinWatermark`), with state bounded
+//!   by the watermark.
 //!
 //! A sessioniser: a key's session ends when the key has been quiet for
 //! `gap` of event time.
@@ -141,6 +142,27 @@ pub trait KeyedProcessing<T, K> {
 
     /// [`dedup`](Self::dedup), with the duplicates as a second stream.
     fn dedup_with_duplicates(self, name: &str, bound: Duration) -> (Stream<T>, Stream<T>);
+}
+
+/// Deduplication on a stream not keyed yet: `stream.dedup_by(name, key,
+/// bound)` is `stream.key_by(key).dedup(name, bound)`.
+pub trait DedupBy<T> {
+    /// Drops every record whose `key` was kept within `bound` of event
+    /// time (see [`KeyedProcessing::dedup`]).
+    fn dedup_by<K, F>(self, name: &str, key: F, bound: Duration) -> Stream<T>
+    where
+        K: StateKey,
+        F: Fn(&T) -> K + Send + Sync + 'static;
+}
+
+impl<T: Data> DedupBy<T> for Stream<T> {
+    fn dedup_by<K, F>(self, name: &str, key: F, bound: Duration) -> Stream<T>
+    where
+        K: StateKey,
+        F: Fn(&T) -> K + Send + Sync + 'static,
+    {
+        self.key_by(key).dedup(name, bound)
+    }
 }
 
 impl<T: Data, K: StateKey> KeyedProcessing<T, K> for KeyedStream<T, K> {
