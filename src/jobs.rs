@@ -1,5 +1,7 @@
 //! Ready-made jobs: the pipelines the CLI, the examples and the benchmarks run.
 
+use serde::{Deserialize, Serialize};
+
 use crate::prelude::*;
 
 /// A streaming word count over generated sentences: generator -> flat_map
@@ -217,6 +219,148 @@ pub fn window_line(r: &(u64, i64, u64, u64)) -> String {
     format!("{},{},{},{}", r.0, r.1, r.2, r.3)
 }
 
+/// One open session of a key in [`Sessionizer`]'s state: `[start, end)`
+/// with `end` = its last record's time + the gap, and count, sum and max of
+/// its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenSession {
+    /// Its first record's event time.
+    pub start: i64,
+    /// Its last record's event time plus the gap.
+    pub end: i64,
+    /// Records in it.
+    pub count: u64,
+    /// Sum of their values.
+    pub sum: u64,
+    /// Largest value.
+    pub max: u64,
+}
+
+/// A session: `(key, start, end, count, sum, max)`.
+pub type SessionRow = (u64, i64, i64, u64, u64, u64);
+
+/// A sessioniser written as a keyed process function with event-time
+/// timers: a key's session is emitted once the key has been quiet for
+/// `gap_ms` of event time (the watermark reaches `end - 1`). Records less
+/// than `gap_ms` apart share a session, including out-of-order ones that
+/// bridge two sessions (which merge); a record that touches no open
+/// session and whose own session would already be over is late (counted,
+/// dropped). The same answer as `Windows::session(gap)` with a count, sum
+/// and max, and the test of the keyed process operator's timers.
+#[derive(Debug, Clone, Copy)]
+pub struct Sessionizer {
+    /// The quiet time that ends a session, ms.
+    pub gap_ms: i64,
+}
+
+impl KeyedProcessFunction<GenEvent, u64> for Sessionizer {
+    type State = ListState<OpenSession>;
+    type Out = SessionRow;
+
+    fn process(
+        &mut self,
+        e: GenEvent,
+        ctx: &mut ProcessContext<'_, '_, u64, Self::State, SessionRow>,
+    ) -> Result<(), OperatorError> {
+        let ts = ctx.timestamp();
+        if ts == crate::runtime::record::NO_TIMESTAMP {
+            return Err(OperatorError::new(
+                "sessionizer: a record without event time",
+            ));
+        }
+        let mut own = OpenSession {
+            start: ts,
+            end: ts.saturating_add(self.gap_ms.max(1)),
+            count: 1,
+            sum: e.value,
+            max: e.value,
+        };
+        let touches = |s: &OpenSession| s.start < own.end && own.start < s.end;
+        let touching = ctx.state().is_some_and(|l| l.iter().any(touches));
+        if !touching && own.end - 1 <= ctx.watermark() {
+            ctx.count_late(1);
+            return Ok(());
+        }
+        let mut replaced = Vec::new();
+        let (start, end) = (own.start, own.end);
+        ctx.state_mut().values_mut().retain(|s| {
+            if s.start < end && start < s.end {
+                own.start = own.start.min(s.start);
+                own.end = own.end.max(s.end);
+                own.count += s.count;
+                own.sum += s.sum;
+                own.max = own.max.max(s.max);
+                replaced.push(s.end - 1);
+                false
+            } else {
+                true
+            }
+        });
+        ctx.state_mut().add(own);
+        for t in replaced {
+            ctx.delete_event_time_timer(t)?;
+        }
+        ctx.register_event_time_timer(own.end - 1)
+    }
+
+    fn on_timer(
+        &mut self,
+        timer: FiredTimer,
+        ctx: &mut ProcessContext<'_, '_, u64, Self::State, SessionRow>,
+    ) -> Result<(), OperatorError> {
+        if !ctx.state_exists() {
+            return Ok(());
+        }
+        let key = *ctx.key();
+        let sessions = ctx.state_mut().values_mut();
+        let Some(i) = sessions.iter().position(|s| s.end - 1 == timer.time) else {
+            return Ok(());
+        };
+        let s = sessions.remove(i);
+        if sessions.is_empty() {
+            ctx.clear_state();
+        }
+        ctx.emit_at((key, s.start, s.end, s.count, s.sum, s.max), timer.time);
+        Ok(())
+    }
+}
+
+/// [`sessions`]: the gap that ends a session, ms.
+pub const SESSION_GAP_MS: i64 = 100;
+
+/// Sessions per key: generator (one instance, event time
+/// [`WINDOWED_EVENT_TIME`], watermark bound [`WINDOWED_BOUND_MS`]) ->
+/// key_by(key) -> keyed process [`Sessionizer`] (gap [`SESSION_GAP_MS`],
+/// named `sessions`) -> sink. Output [`SessionRow`]s.
+pub fn sessions<S: Sink<SessionRow> + Clone>(
+    pipeline: &Pipeline,
+    mut generator: GeneratorConfig,
+    parallelism: usize,
+    sink: S,
+) {
+    generator.event_time = Some(WINDOWED_EVENT_TIME);
+    pipeline
+        .source("generator", GeneratorSource::new(generator))
+        .with_watermarks(WatermarkStrategy::bounded_out_of_orderness(
+            std::time::Duration::from_millis(WINDOWED_BOUND_MS),
+        ))
+        .key_by(|e: &GenEvent| e.key)
+        .process(
+            "sessions",
+            Sessionizer {
+                gap_ms: SESSION_GAP_MS,
+            },
+        )
+        .set_parallelism(parallelism)
+        .sink("files", sink)
+        .set_parallelism(parallelism);
+}
+
+/// The line the session crash test's file sink writes for one session.
+pub fn session_line(r: &SessionRow) -> String {
+    format!("{},{},{},{},{},{}", r.0, r.1, r.2, r.3, r.4, r.5)
+}
+
 /// The crash-test and CLI job `eddy totals --shape <shape>` over
 /// `generator`, into an exactly-once file sink in `out`.
 ///
@@ -259,8 +403,15 @@ pub fn totals_by_shape(
             parallelism,
             FileSink::new(out, Delivery::ExactlyOnce, crate::join_job::join_line),
         ),
+        "sessions" => sessions(
+            pipeline,
+            generator,
+            parallelism,
+            FileSink::new(out, Delivery::ExactlyOnce, session_line),
+        ),
         other => anyhow::bail!(
-            "unknown --shape {other:?}: totals, union, windows-append, windows-update or join"
+            "unknown --shape {other:?}: totals, union, windows-append, windows-update, join or \
+             sessions"
         ),
     }
     Ok(())

@@ -9,7 +9,7 @@
 //! | --- | --- |
 //! | [`checkpoint`] (`eddy-checkpoint`) | state backends, keyed state tables, codec, checkpoint store |
 //! | [`runtime`] (`eddy-runtime`) | graph builder, tasks, bounded edges, query handle, metrics |
-//! | [`operators`] (`eddy-operators`) | map / filter / flat_map, keyed aggregations |
+//! | [`operators`] (`eddy-operators`) | map / filter / flat_map, keyed aggregations, windows, keyed process functions, dedup |
 //! | [`connectors`] (`eddy-connectors`) | vector and generator sources, memory table, collect, console, file and discard sinks |
 //!
 //! Dependencies point one way: `checkpoint <- runtime <- {operators, connectors} <- eddy`.
@@ -39,8 +39,9 @@ pub mod prelude {
         GeneratorConfig, GeneratorSource, TableSink, VecSource,
     };
     pub use eddy_operators::{
-        Aggregator, JoinKind, Joins, KeyedAggregations, LookupJoins, OutputMode, StaticTable,
-        StreamOps, Window, WindowResult, Windowing, Windows, WithBroadcast,
+        Aggregator, DedupBy, FiredTimer, JoinKind, Joins, KeyedAggregations, KeyedProcessFunction,
+        KeyedProcessing, ListState, LookupJoins, MapState, OutputMode, ProcessContext, StaticTable,
+        StreamOps, ValueState, Window, WindowResult, Windowing, Windows, WithBroadcast,
     };
     pub use eddy_runtime::checkpointing::CheckpointConfig;
     pub use eddy_runtime::{

@@ -63,9 +63,9 @@ enum Command {
         #[arg(long)]
         trigger_ms: Option<u64>,
         /// The pipeline: `totals` (generator -> key_by -> count and sum),
-        /// `union` (two generators -> union -> filter -> key_by -> count,
-        /// sum and max), or `windows-append` / `windows-update` (count and
-        /// sum per key and 200 ms event-time window, eddy::jobs::windowed_counts).
+        /// `union` (two generators -> union -> filter -> count, sum, max),
+        /// `windows-append` / `windows-update` (200 ms event-time windows,
+        /// jobs::windowed_counts) or `sessions` (keyed process, jobs::sessions).
         #[arg(long, default_value = "totals")]
         shape: String,
         /// When the checkpoint to restore is older than output a sink that

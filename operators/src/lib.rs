@@ -16,16 +16,24 @@
 //! - [`window`]: [`Windowing`] — event-time tumbling, sliding and session
 //!   windows with allowed lateness, late records on a side output, append
 //!   and update output modes.
+//! - [`process`]: [`KeyedProcessing`] — arbitrary keyed state with timers,
+//!   timeouts and TTL (`process`, `update_state_by_key`), and
+//!   deduplication within a watermark bound (`dedup`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod aggregate;
 pub mod join;
 pub mod map;
+pub mod process;
 mod state;
 pub mod window;
 
 pub use aggregate::{Aggregator, KeyedAggregate, KeyedAggregations};
 pub use join::{JoinKind, Joins, LookupJoins, StaticTable, WithBroadcast};
 pub use map::StreamOps;
+pub use process::{
+    DedupBy, FiredTimer, KeyedProcessFunction, KeyedProcessing, ListState, MapState,
+    ProcessContext, ValueState,
+};
 pub use window::{OutputMode, Window, WindowResult, Windowing, Windows};

@@ -32,6 +32,7 @@ pub struct InstanceMetrics {
     last_alignment_ns: AtomicU64,
     max_alignment_ns: AtomicU64,
     late_records: AtomicU64,
+    dropped_records: AtomicU64,
     watermark: AtomicI64,
 }
 
@@ -53,6 +54,7 @@ impl InstanceMetrics {
             last_alignment_ns: AtomicU64::new(0),
             max_alignment_ns: AtomicU64::new(0),
             late_records: AtomicU64::new(0),
+            dropped_records: AtomicU64::new(0),
             watermark: AtomicI64::new(crate::record::NO_TIMESTAMP),
         }
     }
@@ -80,6 +82,18 @@ impl InstanceMetrics {
     /// Late records counted so far.
     pub fn late_records(&self) -> u64 {
         self.late_records.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` records the operator dropped on purpose (duplicates).
+    pub fn add_dropped(&self, n: u64) {
+        self.dropped_records.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!("eddy_dropped_records_total", "operator" => self.operator.clone())
+            .increment(n);
+    }
+
+    /// Records dropped on purpose so far.
+    pub fn dropped_records(&self) -> u64 {
+        self.dropped_records.load(Ordering::Relaxed)
     }
 
     /// Records the input watermark.

@@ -21,6 +21,8 @@ pub struct Output<O, S = ()> {
     pub side: Vec<Record<S>>,
     /// Late records the operator counted.
     pub late: u64,
+    /// Records the operator dropped on purpose (duplicates), counted.
+    pub dropped: u64,
 }
 
 impl<O, S> Default for Output<O, S> {
@@ -29,6 +31,7 @@ impl<O, S> Default for Output<O, S> {
             main: Vec::new(),
             side: Vec::new(),
             late: 0,
+            dropped: 0,
         }
     }
 }
@@ -115,6 +118,13 @@ impl<'a, O, S> Collector<'a, O, S> {
     #[inline]
     pub fn count_late(&mut self, n: u64) {
         self.output.late += n;
+    }
+
+    /// Counts `n` records dropped on purpose, such as duplicates (reported
+    /// per instance in the progress, like late records).
+    #[inline]
+    pub fn count_dropped(&mut self, n: u64) {
+        self.output.dropped += n;
     }
 
     /// The event time of what is being handled.

@@ -91,6 +91,8 @@ pub struct InstanceProgress {
     pub queued_input: u64,
     /// Late records it counted (behind the watermark).
     pub late_records: u64,
+    /// Records it dropped on purpose (duplicates).
+    pub dropped_records: u64,
     /// Its input watermark (`None` before the first).
     pub watermark: Option<i64>,
 }
@@ -266,6 +268,7 @@ impl Query {
                 records_out: m.records_out(),
                 queued_input: q,
                 late_records: m.late_records(),
+                dropped_records: m.dropped_records(),
                 watermark: Some(m.watermark()).filter(|&w| w != crate::record::NO_TIMESTAMP),
             });
         }

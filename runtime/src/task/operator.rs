@@ -145,6 +145,10 @@ impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> Running<I, O, S, Op> {
             t.metrics.add_late(self.output.late);
             self.output.late = 0;
         }
+        if self.output.dropped > 0 {
+            t.metrics.add_dropped(self.output.dropped);
+            self.output.dropped = 0;
+        }
         Ok(())
     }
 
