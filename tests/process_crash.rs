@@ -10,16 +10,15 @@
 //!
 //! `EDDY_CRASH_SEED` replays a run.
 
+mod sigkill;
 mod window_model;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use eddy::jobs::{SESSION_GAP_MS, WINDOWED_BOUND_MS, WINDOWED_EVENT_TIME};
 use eddy::prelude::*;
-use rand::{Rng, SeedableRng};
 use window_model::{answer, Event, Spec};
 
 /// 10 s of input at 20k records/s: more than the kills leave time for.
@@ -80,40 +79,9 @@ fn expected() -> BTreeMap<Session, (u64, u64, u64)> {
 #[test]
 fn sigkill_never_loses_or_repeats_a_session_or_a_timer() {
     let kills = 20;
-    let seed: u64 = std::env::var("EDDY_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("process crash test seed {seed} (EDDY_CRASH_SEED={seed} replays it), {kills} kills");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = sigkill::seed(&format!("process crash test, {kills} kills"));
     let dir = tempfile::tempdir().unwrap();
-    for i in 0..kills {
-        let mut child = spawn(dir.path());
-        std::thread::sleep(Duration::from_millis(rng.random_range(100..600)));
-        match child.try_wait().unwrap() {
-            None => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-            }
-            Some(status) => {
-                let out = child.wait_with_output().unwrap();
-                panic!(
-                    "run {i} ended by itself before its kill ({status}): {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
-    }
-    let out = spawn(dir.path()).wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "final run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("restored from Some("),
-        "the final run restored a checkpoint"
-    );
+    sigkill::kill_then_finish(kills, &mut rng, || spawn(dir.path()));
     let mut got: BTreeMap<Session, Vec<(u64, u64, u64)>> = BTreeMap::new();
     for l in FileSink::<()>::read_committed(&dir.path().join("out")).unwrap() {
         let f: Vec<i64> = l.split(',').map(|x| x.parse().unwrap()).collect();
