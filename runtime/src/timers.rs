@@ -11,14 +11,15 @@
 //!   task wakes for the next processing-time timer even on a quiet input.
 //!   Within a domain, timers fire in `(time, key)` order; a timer an
 //!   operator registers while timers fire fires in the same pass if due.
-//! - Every change is also written to a [`KeyedTable`] over the instance's
-//!   backend (prefix `__timers`), which the runtime flushes at markers with
-//!   the operator's tables: a restored instance reloads exactly the timers
-//!   pending at its checkpoint.
+//! - Each epoch's net change (registered minus fired or deleted) is
+//!   written to the instance's backend (prefix `__timers`) when the runtime
+//!   flushes at a marker, with the operator's tables: a restored instance
+//!   reloads exactly the timers pending at its checkpoint. A timer
+//!   registered and fired within one epoch is never written.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
-use eddy_checkpoint::{KeyedTable, ManagedState, StateBackend};
+use eddy_checkpoint::{codec, ManagedState, StateBackend, WriteOp};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::time::{Duration, Instant};
 
@@ -108,14 +109,37 @@ impl ProcessingClock {
 
 type TimerRow = (u8, Timestamp, Vec<u8>);
 
+/// The backend key prefix of the timers (as a keyed table named
+/// `__timers` would store them, so that checkpoints keep their layout).
+const PREFIX: &[u8] = b"__timers\0";
+
 /// The timers of one operator instance (see the [module docs](self)).
+///
+/// # Persistence
+/// The two ordered sets are the truth. What reaches the backend is only the
+/// net change of each epoch: `changes` maps a timer to `true` (registered
+/// this epoch, not in the backend) or `false` (in the backend, removed this
+/// epoch); a timer registered and fired within one epoch never reaches the
+/// backend, and one removed and registered again cancels out. At a marker
+/// the epoch's changes are taken in O(1) and encoded in steps; the batch is
+/// written when all are encoded (before the next marker's, so the backend
+/// always sees the epochs in order).
 pub struct TimerService {
     event: BTreeSet<(Timestamp, Vec<u8>)>,
     processing: BTreeSet<(Timestamp, Vec<u8>)>,
-    table: KeyedTable<TimerRow, ()>,
+    backend: Box<dyn StateBackend>,
+    changes: HashMap<TimerRow, bool>,
+    flushing: Option<Flush>,
     /// Whether a timer was ever registered or restored (the instance then
     /// has state to snapshot).
     used: bool,
+}
+
+/// The changes of a closed epoch, being encoded.
+struct Flush {
+    changes: Vec<(TimerRow, bool)>,
+    pos: usize,
+    ops: Vec<WriteOp>,
 }
 
 impl TimerService {
@@ -124,10 +148,10 @@ impl TimerService {
     /// # Errors
     /// Backend and decoding errors.
     pub fn open(backend: Box<dyn StateBackend>) -> Result<Self, OperatorError> {
-        let mut table: KeyedTable<TimerRow, ()> = KeyedTable::new(backend, "__timers");
         let mut event = BTreeSet::new();
         let mut processing = BTreeSet::new();
-        table.for_each(|(domain, time, key), ()| {
+        backend.scan_prefix(PREFIX, &mut |k, _| {
+            let (domain, time, key): TimerRow = codec::decode_body(&k[PREFIX.len()..])?;
             if domain == 0 {
                 event.insert((time, key));
             } else {
@@ -139,7 +163,9 @@ impl TimerService {
             used: !event.is_empty() || !processing.is_empty(),
             event,
             processing,
-            table,
+            backend,
+            changes: HashMap::new(),
+            flushing: None,
         })
     }
 
@@ -156,10 +182,26 @@ impl TimerService {
         }
     }
 
+    /// A timer joined the set: it is to be written, unless it was removed
+    /// earlier this epoch (then it is still in the backend).
+    fn added(&mut self, row: TimerRow) {
+        if self.changes.remove(&row) != Some(false) {
+            self.changes.insert(row, true);
+        }
+    }
+
+    /// A timer left the set: it is to be deleted, unless it was registered
+    /// this epoch (then it never reached the backend).
+    fn removed(&mut self, row: TimerRow) {
+        if self.changes.remove(&row) != Some(true) {
+            self.changes.insert(row, false);
+        }
+    }
+
     /// Registers a timer; one that exists already is left as is.
     ///
     /// # Errors
-    /// Backend errors.
+    /// None today; kept for backends that may fail.
     pub fn register(
         &mut self,
         domain: TimeDomain,
@@ -168,7 +210,7 @@ impl TimerService {
     ) -> Result<(), OperatorError> {
         self.used = true;
         if self.set(domain).insert((time, key.clone())) {
-            self.table.put((domain.tag(), time, key), ())?;
+            self.added((domain.tag(), time, key));
         }
         Ok(())
     }
@@ -176,7 +218,7 @@ impl TimerService {
     /// Deletes a timer, if registered.
     ///
     /// # Errors
-    /// Backend errors.
+    /// None today; kept for backends that may fail.
     pub fn delete(
         &mut self,
         domain: TimeDomain,
@@ -185,7 +227,7 @@ impl TimerService {
     ) -> Result<(), OperatorError> {
         let k = (time, key.to_vec());
         if self.set(domain).remove(&k) {
-            self.table.remove(&(domain.tag(), time, k.1))?;
+            self.removed((domain.tag(), time, k.1));
         }
         Ok(())
     }
@@ -193,7 +235,7 @@ impl TimerService {
     /// Removes and returns the earliest timer of `domain` due at `upto`.
     ///
     /// # Errors
-    /// Backend errors.
+    /// None today; kept for backends that may fail.
     pub fn pop_due(
         &mut self,
         domain: TimeDomain,
@@ -205,13 +247,8 @@ impl TimerService {
             _ => return Ok(None),
         }
         let (time, key) = set.pop_first().expect("checked above");
-        let row = (domain.tag(), time, key);
-        self.table.remove(&row)?;
-        Ok(Some(Timer {
-            domain,
-            time,
-            key: row.2,
-        }))
+        self.removed((domain.tag(), time, key.clone()));
+        Ok(Some(Timer { domain, time, key }))
     }
 
     /// The time of the earliest timer of `domain`.
@@ -240,11 +277,42 @@ impl TimerService {
 
 impl ManagedState for TimerService {
     fn begin_flush(&mut self) -> eddy_checkpoint::Result<()> {
-        self.table.begin_flush()
+        if self.flushing.is_some() {
+            self.flush_step(usize::MAX)?;
+        }
+        if !self.changes.is_empty() {
+            let changes: Vec<_> = std::mem::take(&mut self.changes).into_iter().collect();
+            self.flushing = Some(Flush {
+                ops: Vec::with_capacity(changes.len()),
+                changes,
+                pos: 0,
+            });
+        }
+        Ok(())
     }
 
     fn flush_step(&mut self, budget: usize) -> eddy_checkpoint::Result<bool> {
-        self.table.flush_step(budget)
+        let Some(f) = self.flushing.as_mut() else {
+            return Ok(true);
+        };
+        let end = f.changes.len().min(f.pos.saturating_add(budget));
+        for (row, put) in &f.changes[f.pos..end] {
+            let mut k = PREFIX.to_vec();
+            codec::encode_into(row, &mut k)?;
+            f.ops.push(if *put {
+                WriteOp::Put(k, codec::encode(&())?)
+            } else {
+                WriteOp::Delete(k)
+            });
+        }
+        f.pos = end;
+        if end < f.changes.len() {
+            return Ok(false);
+        }
+        let ops = std::mem::take(&mut f.ops);
+        self.flushing = None;
+        self.backend.write_batch(ops)?;
+        Ok(true)
     }
 }
 
@@ -326,5 +394,46 @@ mod tests {
             drain(&mut r, TimeDomain::ProcessingTime, 100),
             vec![(20, 2)]
         );
+    }
+
+    /// Only each epoch's net change reaches the backend: a timer registered
+    /// and fired within an epoch is never written; one that was written,
+    /// fired, registered again and fired again is deleted.
+    #[test]
+    fn only_the_net_change_of_an_epoch_is_written() {
+        let shared = SharedBackend::new(Box::new(eddy_checkpoint::MemoryBackend::new()));
+        let rows = |b: &SharedBackend| {
+            let mut n = 0;
+            b.scan_prefix(PREFIX, &mut |_, _| {
+                n += 1;
+                Ok(())
+            })
+            .unwrap();
+            n
+        };
+        let mut s = TimerService::open(Box::new(shared.clone())).unwrap();
+        s.register(TimeDomain::EventTime, 10, key(1)).unwrap();
+        s.register(TimeDomain::EventTime, 20, key(2)).unwrap();
+        assert_eq!(drain(&mut s, TimeDomain::EventTime, 10), vec![(10, 1)]);
+        s.begin_flush().unwrap();
+        while !s.flush_step(usize::MAX).unwrap() {}
+        assert_eq!(rows(&shared), 1, "only (20, 2) was written");
+        // (20, 2) fires, comes back, fires again: deleted.
+        assert_eq!(drain(&mut s, TimeDomain::EventTime, 20), vec![(20, 2)]);
+        s.register(TimeDomain::EventTime, 20, key(2)).unwrap();
+        assert_eq!(drain(&mut s, TimeDomain::EventTime, 20), vec![(20, 2)]);
+        s.begin_flush().unwrap();
+        while !s.flush_step(1).unwrap() {}
+        assert_eq!(rows(&shared), 0);
+        // Fired and registered again within an epoch: still there.
+        s.register(TimeDomain::EventTime, 30, key(3)).unwrap();
+        s.begin_flush().unwrap();
+        while !s.flush_step(1).unwrap() {}
+        assert_eq!(drain(&mut s, TimeDomain::EventTime, 30), vec![(30, 3)]);
+        s.register(TimeDomain::EventTime, 30, key(3)).unwrap();
+        s.begin_flush().unwrap();
+        while !s.flush_step(1).unwrap() {}
+        let mut r = TimerService::open(Box::new(shared.clone())).unwrap();
+        assert_eq!(drain(&mut r, TimeDomain::EventTime, 100), vec![(30, 3)]);
     }
 }
