@@ -23,6 +23,7 @@ pub use eddy_runtime as runtime;
 
 pub mod bench;
 pub mod checkpoint_bench;
+pub mod demo;
 pub mod dir_job;
 pub mod jobs;
 pub mod join_job;

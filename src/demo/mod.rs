@@ -1,0 +1,244 @@
+//! `eddy demo iot`: anomaly detection over a simulated sensor fleet, the
+//! demo of what Eddy does — event-time windows, keyed state with timers, a
+//! lookup join, deduplication, late records on a side output and
+//! exactly-once files, checkpointed so that killing and rerunning it
+//! resumes where it was. See docs/demo.md.
+//!
+//! - [`fleet`]: the seeded simulator and its source (and the ground truth).
+//! - [`rules`]: the anomaly rules and the alert and window records.
+//! - [`query`]: the Eddy query.
+//! - [`score`]: precision, recall and detection delay against the faults.
+//! - [`status`]: the live status line and the final summary.
+
+pub mod fleet;
+pub mod query;
+pub mod rules;
+pub mod score;
+pub mod status;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::prelude::*;
+use fleet::{Fleet, FleetConfig};
+use status::Summary;
+
+/// The demos.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum DemoCommand {
+    /// Anomaly detection over a simulated fleet of machine sensors
+    /// (temperature, vibration, pressure) with injected faults: 1 s
+    /// event-time windows per sensor, threshold, z-score, stuck and silence
+    /// rules, deduplicated alerts and window aggregates in exactly-once
+    /// files under `--dir`. Prints a live status every second and, at the
+    /// end, the alerts scored against the injected faults. Checkpoints into
+    /// `--dir`: rerun with the same options to resume after a crash.
+    Iot(IotArgs),
+}
+
+/// Options of `eddy demo iot`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct IotArgs {
+    /// Seed of the fleet, its noise, its faults and its late readings.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Sensors (three per machine).
+    #[arg(long, default_value_t = 3_000)]
+    pub sensors: u32,
+    /// Seconds of event time to simulate (every sensor reports every
+    /// 100 ms of it); 0: run until Ctrl-C.
+    #[arg(long, default_value_t = 120)]
+    pub seconds: u64,
+    /// Readings per second of wall time (0: as fast as the query goes).
+    #[arg(long, default_value_t = 300_000)]
+    pub rate: u64,
+    /// Checkpoint and output directory; rerunning on it resumes.
+    #[arg(long, default_value = "eddy-demo")]
+    pub dir: PathBuf,
+    /// Parallelism of the keyed operators and sinks (the fleet source is
+    /// one instance).
+    #[arg(long, default_value_t = 2)]
+    pub parallelism: usize,
+    /// Keep keyed state in RocksDB (default: in memory, checkpointed).
+    #[arg(long)]
+    pub rocksdb: bool,
+    /// Milliseconds between checkpoints (continuous mode).
+    #[arg(long, default_value_t = 1_000)]
+    pub interval_ms: u64,
+    /// Run micro-batches every this many milliseconds instead of
+    /// continuously (a checkpoint per batch).
+    #[arg(long)]
+    pub trigger_ms: Option<u64>,
+    /// Share of sensors given a fault.
+    #[arg(long, default_value_t = 0.02)]
+    pub fault_share: f64,
+    /// Share of readings that arrive late (3 s behind, past the watermark).
+    #[arg(long, default_value_t = 0.001)]
+    pub late_share: f64,
+    /// Other readings arrive up to this many ms out of order.
+    #[arg(long, default_value_t = 200)]
+    pub disorder_ms: i64,
+    /// No live status line.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Also write the summary as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl Default for IotArgs {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            sensors: 3_000,
+            seconds: 120,
+            rate: 300_000,
+            dir: PathBuf::from("eddy-demo"),
+            parallelism: 2,
+            rocksdb: false,
+            interval_ms: 1_000,
+            trigger_ms: None,
+            fault_share: 0.02,
+            late_share: 0.001,
+            disorder_ms: 200,
+            quiet: false,
+            json: None,
+        }
+    }
+}
+
+impl IotArgs {
+    /// The fleet these options describe.
+    pub fn fleet_config(&self) -> FleetConfig {
+        FleetConfig {
+            seed: self.seed,
+            sensors: self.sensors,
+            seconds: (self.seconds > 0).then_some(self.seconds),
+            fault_share: self.fault_share,
+            late_share: self.late_share,
+            max_disorder_ms: self.disorder_ms,
+            ..Default::default()
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.sensors > 0, "--sensors must be at least 1");
+        anyhow::ensure!(self.parallelism > 0, "--parallelism must be at least 1");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.fault_share) && (0.0..=1.0).contains(&self.late_share),
+            "--fault-share and --late-share are shares between 0 and 1"
+        );
+        anyhow::ensure!(
+            (0..query::WATERMARK_BOUND_MS as i64).contains(&self.disorder_ms),
+            "--disorder-ms must be below the watermark bound ({} ms)",
+            query::WATERMARK_BOUND_MS
+        );
+        Ok(())
+    }
+}
+
+/// Runs a demo.
+///
+/// # Errors
+/// Bad options, a query failure, or the output directory unreadable.
+pub async fn run(cmd: DemoCommand) -> anyhow::Result<()> {
+    match cmd {
+        DemoCommand::Iot(args) => run_iot(&args).await.map(|_| ()),
+    }
+}
+
+/// The file recording the options a demo directory was started with.
+const OPTIONS_FILE: &str = "demo-options.json";
+
+/// A rerun on `dir` must simulate the same fleet at the same parallelism,
+/// or its checkpoint and outputs would not fit: refused with what differs.
+fn check_options(dir: &Path, fleet: &FleetConfig, parallelism: usize) -> anyhow::Result<()> {
+    let path = dir.join(OPTIONS_FILE);
+    let now = serde_json::json!({ "fleet": fleet, "parallelism": parallelism });
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let before: serde_json::Value = serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {}", path.display()))?;
+            anyhow::ensure!(
+                before == now,
+                "{} was started with other options ({before}); rerun with those to resume, or \
+                 use another --dir",
+                dir.display()
+            );
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::write(&path, serde_json::to_vec_pretty(&now)?)
+                .with_context(|| format!("writing {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Runs `eddy demo iot` to its end (or Ctrl-C), prints and returns its
+/// summary.
+///
+/// # Errors
+/// Bad options, a directory started with other options, a query failure.
+pub async fn run_iot(args: &IotArgs) -> anyhow::Result<Summary> {
+    args.validate()?;
+    let fleet = Arc::new(Fleet::new(args.fleet_config()));
+    check_options(&args.dir, fleet.config(), args.parallelism)?;
+    let mut checkpoint = CheckpointConfig::new(args.dir.join("checkpoints"));
+    if args.rocksdb {
+        checkpoint = checkpoint.with_rocksdb(args.dir.join("rocksdb"));
+    }
+    let trigger = match args.trigger_ms {
+        Some(ms) => Trigger::ProcessingTime(Duration::from_millis(ms.max(1))),
+        None => Trigger::continuous(Duration::from_millis(args.interval_ms.max(1))),
+    };
+    let pipeline = Pipeline::with_config(PipelineConfig {
+        checkpoint: Some(checkpoint),
+        trigger,
+        default_parallelism: args.parallelism,
+        ..Default::default()
+    });
+    let rate = (args.rate > 0).then_some(args.rate);
+    let live = query::build(&pipeline, fleet.clone(), rate, &args.dir, args.parallelism);
+    println!("{}", status::banner(args, &fleet));
+    let mut q = pipeline.start()?;
+    if let Some(epoch) = q.checkpoint_stats().and_then(|s| s.restored_epoch) {
+        println!("resumed from checkpoint {epoch} in {}", args.dir.display());
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut ticks = 0u64;
+    let printer = status::StatusPrinter::new(fleet.clone(), live);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if q.is_finished() {
+                    break;
+                }
+                ticks += 1;
+                if ticks % 10 == 0 && !args.quiet {
+                    println!("{}", printer.line(&q));
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                println!("stopping: draining what is in flight and committing it");
+                break;
+            }
+        }
+    }
+    q.stop().await?;
+    let summary = status::summarise(&args.dir, &fleet, &q)?;
+    println!("{summary}");
+    println!(
+        "done: restored from {:?}, {} checkpoints completed",
+        summary.resumed_from, summary.checkpoints
+    );
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(summary)
+}

@@ -1,0 +1,159 @@
+//! The one Eddy query of `eddy demo iot`:
+//!
+//! ```text
+//! fleet (1 instance, event time, watermark bound 500 ms)
+//!  ├─ key_by(sensor) ─ window "windows": 1 s tumbling, count/min/max/mean
+//!  │    ├─ main ─┬─ sink "window-aggregates" (exactly-once files: windows/)
+//!  │    │        ├─ lookup join "thresholds" (static table per sensor kind) ─ threshold alerts
+//!  │    │        └─ key_by(sensor) ─ process "zscore" (running mean/deviation) ─ z-score alerts
+//!  │    └─ late ── sink "late-readings" (exactly-once files: late/)
+//!  └─ key_by(sensor) ─ process "health" (stuck run, silence timer) ─ stuck / silence alerts
+//! alerts: union ─ key_by(sensor, rule) ─ dedup "dedup" (10 s of event time)
+//!         ─ sink "alerts" (exactly-once files: alerts/)
+//! ```
+//!
+//! Every stateful operator is named, so a rerun on the same checkpoint
+//! directory finds its state.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::fleet::{Fleet, FleetSource, Reading, SensorKind};
+use super::rules::{
+    late_line, threshold_alert, threshold_table, window_line, Alert, Health, Rule, SensorWindow,
+    WindowStats, ZScore,
+};
+use crate::prelude::*;
+
+/// The watermark's bound on out-of-orderness.
+pub const WATERMARK_BOUND_MS: u64 = 500;
+/// The windows' length.
+pub const WINDOW_MS: u64 = 1_000;
+/// Alerts of one sensor and rule within this much event time of the one
+/// kept are duplicates.
+pub const DEDUP_MS: u64 = 10_000;
+
+/// Alerts counted on their way to the sink, per rule (for the live
+/// status; counted again by a run that replays after a recovery).
+#[derive(Debug, Default)]
+pub struct AlertCounts([AtomicU64; 4]);
+
+impl AlertCounts {
+    fn add(&self, rule: Rule) {
+        self.0[rule as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Alerts of `rule` so far.
+    pub fn get(&self, rule: Rule) -> u64 {
+        self.0[rule as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// What the running query shares with the live status.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// The newest event time the source emitted.
+    pub newest_ts: Arc<AtomicI64>,
+    /// Alerts after deduplication.
+    pub alerts: Arc<AlertCounts>,
+}
+
+/// Where the query writes, under the demo directory.
+pub struct Outputs;
+
+impl Outputs {
+    /// Committed alerts.
+    pub fn alerts(dir: &Path) -> std::path::PathBuf {
+        dir.join("alerts")
+    }
+    /// Committed window aggregates.
+    pub fn windows(dir: &Path) -> std::path::PathBuf {
+        dir.join("windows")
+    }
+    /// Committed late readings.
+    pub fn late(dir: &Path) -> std::path::PathBuf {
+        dir.join("late")
+    }
+}
+
+/// Adds the demo query over `fleet` to `pipeline`, writing into `dir`;
+/// keyed operators and sinks run at `parallelism`.
+pub fn build(
+    pipeline: &Pipeline,
+    fleet: Arc<Fleet>,
+    rate: Option<u64>,
+    dir: &Path,
+    parallelism: usize,
+) -> Live {
+    let live = Live {
+        newest_ts: Arc::new(AtomicI64::new(i64::MIN)),
+        alerts: Arc::new(AlertCounts::default()),
+    };
+    let horizon = fleet.end_ms();
+    let readings = pipeline
+        .source(
+            "fleet",
+            FleetSource::new(fleet, rate, live.newest_ts.clone()),
+        )
+        .set_parallelism(1)
+        .with_watermarks(WatermarkStrategy::bounded_out_of_orderness(
+            Duration::from_millis(WATERMARK_BOUND_MS),
+        ));
+
+    let (windows, late) = readings
+        .clone()
+        .key_by(|r: &Reading| r.sensor)
+        .window(Windows::tumbling(Duration::from_millis(WINDOW_MS)))
+        .name("windows")
+        .aggregate_with_late(WindowStats);
+    let windows = windows.set_parallelism(parallelism);
+    windows
+        .clone()
+        .sink(
+            "window-aggregates",
+            FileSink::new(Outputs::windows(dir), Delivery::ExactlyOnce, window_line),
+        )
+        .set_parallelism(parallelism);
+    late.sink(
+        "late-readings",
+        FileSink::new(Outputs::late(dir), Delivery::ExactlyOnce, late_line),
+    )
+    .set_parallelism(parallelism);
+
+    let table = StaticTable::new(threshold_table(), |l| l.kind);
+    let thresholds = windows
+        .clone()
+        .lookup_left(table, |w: &SensorWindow| SensorKind::of(w.key))
+        .name("thresholds")
+        .set_parallelism(parallelism)
+        .flat_map(|(w, limits)| threshold_alert(&w, limits.as_ref()))
+        .name("threshold-alerts")
+        .set_parallelism(parallelism);
+    let zscores = windows
+        .key_by(|w: &SensorWindow| w.key)
+        .process("zscore", ZScore)
+        .set_parallelism(parallelism);
+    let health = readings
+        .key_by(|r: &Reading| r.sensor)
+        .process("health", Health { horizon })
+        .set_parallelism(parallelism);
+
+    let counts = live.alerts.clone();
+    thresholds
+        .union(zscores)
+        .union(health)
+        .key_by(|a: &Alert| (a.sensor, a.rule))
+        .dedup("dedup", Duration::from_millis(DEDUP_MS))
+        .set_parallelism(parallelism)
+        .inspect(move |a: &Alert| counts.add(a.rule))
+        .name("count-alerts")
+        .set_parallelism(parallelism)
+        .sink(
+            "alerts",
+            FileSink::new(Outputs::alerts(dir), Delivery::ExactlyOnce, Alert::line),
+        )
+        .set_parallelism(parallelism);
+    live
+}
