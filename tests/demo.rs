@@ -108,7 +108,10 @@ async fn the_demo_detects_every_fault_kind_with_precision_and_recall_of_0_9() {
         assert!(k.precision >= 0.9, "{kind:?} precision {}", k.precision);
     }
     let delay = score.delay.expect("detection delays reported");
-    assert!(delay.p99_ms > 0 && delay.p99_ms >= delay.p50_ms, "{delay:?}");
+    assert!(
+        delay.p99_ms > 0 && delay.p99_ms >= delay.p50_ms,
+        "{delay:?}"
+    );
 
     let fleet = Fleet::new(args(seed, dir.path()).fleet_config());
     let windows = sorted_committed(&Outputs::windows(dir.path()));
@@ -127,7 +130,15 @@ async fn the_demo_detects_every_fault_kind_with_precision_and_recall_of_0_9() {
 
 fn spawn(seed: u64, dir: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args(["--threads", "2", "demo", "iot", "--quiet", "--rocksdb", "--dir"])
+        .args([
+            "--threads",
+            "2",
+            "demo",
+            "iot",
+            "--quiet",
+            "--rocksdb",
+            "--dir",
+        ])
         .arg(dir)
         .args([
             "--seed",
@@ -163,7 +174,9 @@ async fn sigkill_and_rerun_commit_what_an_uninterrupted_run_commits() {
     println!("{}", String::from_utf8_lossy(&out.stdout));
 
     let whole = tempfile::tempdir().unwrap();
-    eddy::demo::run_iot(&args(seed, whole.path())).await.unwrap();
+    eddy::demo::run_iot(&args(seed, whole.path()))
+        .await
+        .unwrap();
     for (what, out) in [
         ("alerts", Outputs::alerts as fn(&Path) -> std::path::PathBuf),
         ("window aggregates", Outputs::windows),

@@ -328,7 +328,10 @@ impl Fleet {
         if late {
             (self.cfg.late_by_ms, true)
         } else {
-            ((mix(h) % (self.cfg.max_disorder_ms as u64 + 1)) as i64, false)
+            (
+                (mix(h) % (self.cfg.max_disorder_ms as u64 + 1)) as i64,
+                false,
+            )
         }
     }
 
@@ -371,7 +374,9 @@ impl Fleet {
         if let Some(f) = self.fault_of(sensor) {
             match f.kind {
                 FaultKind::Dead if self.slot_ms(slot) >= f.start_ms => return None,
-                FaultKind::Spike if (f.first_slot..f.first_slot + SPIKE_READINGS).contains(&slot) => {
+                FaultKind::Spike
+                    if (f.first_slot..f.first_slot + SPIKE_READINGS).contains(&slot) =>
+                {
                     value = round3(value + f.magnitude)
                 }
                 FaultKind::Stuck if (f.start_ms..f.end_ms).contains(&ts) => value = f.magnitude,
@@ -651,8 +656,16 @@ mod tests {
             match x.kind {
                 FaultKind::Dead => assert!(readings.iter().all(|r| r.ts < x.start_ms)),
                 FaultKind::Stuck => {
-                    let stuck = readings.iter().filter(|r| r.value == x.magnitude).count();
-                    assert!(stuck >= 250, "{x:?}: {stuck} stuck readings");
+                    let during = readings
+                        .iter()
+                        .filter(|r| (x.start_ms..x.end_ms).contains(&r.ts));
+                    let values: Vec<f64> = during.map(|r| r.value).collect();
+                    assert!(
+                        values.len() >= 140,
+                        "{x:?}: {} stuck readings",
+                        values.len()
+                    );
+                    assert!(values.iter().all(|&v| v == x.magnitude), "{x:?}");
                 }
                 FaultKind::Spike => {
                     let limit = x.magnitude * 0.5 + SensorKind::of(x.sensor).profile().base;
@@ -685,8 +698,8 @@ mod tests {
         assert!((1_400..2_200).contains(&late), "{late} late");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_source_replays_from_its_offset() {
+    #[test]
+    fn the_source_replays_from_its_offset() {
         let fleet = Arc::new(small());
         let newest = Arc::new(AtomicI64::new(i64::MIN));
         let mut s = FleetSource::new(fleet, None, newest.clone());

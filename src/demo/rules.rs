@@ -26,6 +26,9 @@ pub const SILENCE_MS: i64 = 2_000;
 pub const Z_LIMIT: f64 = 7.0;
 /// Z-score rule: windows a sensor needs before it is judged.
 pub const Z_MIN_WINDOWS: u32 = 10;
+/// Z-score rule: windows further than this many deviations out are not
+/// learned.
+pub const Z_LEARN: f64 = 3.0;
 /// Z-score rule: the weight of a new window in the running statistics
 /// (after the first `1 / Z_ALPHA` windows, which weigh equally).
 pub const Z_ALPHA: f64 = 0.02;
@@ -237,11 +240,36 @@ pub struct Running {
     pub var: f64,
 }
 
+impl Running {
+    /// Judges the window mean `x`: its z-score when it is past
+    /// [`Z_LIMIT`] (once [`Z_MIN_WINDOWS`] are learned). A window within
+    /// [`Z_LEARN`] deviations is learned; one further out is not, so an
+    /// anomaly — a drift above all — neither drags the mean along nor
+    /// inflates the deviation it is measured with. `floor` bounds the
+    /// deviation from below.
+    pub fn judge(&mut self, x: f64, floor: f64) -> Option<f64> {
+        if self.n >= Z_MIN_WINDOWS {
+            let z = (x - self.mean) / self.var.sqrt().max(floor);
+            if z.abs() > Z_LIMIT {
+                return Some(z);
+            }
+            if z.abs() > Z_LEARN {
+                return None;
+            }
+        }
+        self.n = self.n.saturating_add(1);
+        let alpha = (1.0 / self.n as f64).max(Z_ALPHA);
+        let delta = x - self.mean;
+        self.mean += alpha * delta;
+        self.var = (1.0 - alpha) * (self.var + alpha * delta * delta);
+        None
+    }
+}
+
 /// The z-score rule, a keyed process function over a sensor's windows:
 /// each window's mean is compared with the running mean and deviation of
-/// the sensor's earlier normal windows. A window past [`Z_LIMIT`] raises
-/// an alert and is not learned, so a drifting sensor keeps being flagged
-/// instead of becoming the new normal.
+/// the sensor's earlier normal windows ([`Running::judge`]); past
+/// [`Z_LIMIT`] it raises an alert.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ZScore;
 
@@ -257,27 +285,16 @@ impl KeyedProcessFunction<SensorWindow, u32> for ZScore {
         if w.value.count < Z_MIN_READINGS {
             return Ok(());
         }
-        let x = w.value.mean();
         // A floor on the deviation: a quarter of a window mean's noise.
         let floor = SensorKind::of(w.key).profile().noise_sigma * 0.08;
-        let s = ctx.state_mut();
-        if s.n >= Z_MIN_WINDOWS {
-            let z = (x - s.mean) / s.var.sqrt().max(floor);
-            if z.abs() > Z_LIMIT {
-                ctx.emit(Alert {
-                    ts: w.window.max_timestamp(),
-                    sensor: w.key,
-                    rule: Rule::ZScore,
-                    value: z,
-                });
-                return Ok(());
-            }
+        if let Some(z) = ctx.state_mut().judge(w.value.mean(), floor) {
+            ctx.emit(Alert {
+                ts: w.window.max_timestamp(),
+                sensor: w.key,
+                rule: Rule::ZScore,
+                value: z,
+            });
         }
-        s.n = s.n.saturating_add(1);
-        let alpha = (1.0 / s.n as f64).max(Z_ALPHA);
-        let delta = x - s.mean;
-        s.mean += alpha * delta;
-        s.var = (1.0 - alpha) * (s.var + alpha * delta * delta);
         Ok(())
     }
 }
@@ -414,6 +431,29 @@ impl KeyedProcessFunction<Reading, u32> for Health {
 mod tests {
     use super::*;
 
+    /// Window means of a healthy sensor: N(10, 0.1), seeded.
+    fn noise(i: u64) -> f64 {
+        let h = super::super::fleet::mix(i);
+        let u = (h >> 11) as f64 / (1u64 << 53) as f64;
+        10.0 + 0.1 * (u - 0.5) * 12f64.sqrt()
+    }
+
+    #[test]
+    fn the_z_score_flags_a_drift_within_seconds_and_noise_never() {
+        let mut r = Running::default();
+        for i in 0..2_000 {
+            assert_eq!(r.judge(noise(i), 0.01), None, "window {i}: {r:?}");
+        }
+        // A drift of one deviation per window is flagged within 10 windows,
+        // and stays flagged.
+        let flagged: Vec<bool> = (0..30)
+            .map(|i| r.judge(noise(5_000 + i) + 0.1 * i as f64, 0.01).is_some())
+            .collect();
+        let first = flagged.iter().position(|&f| f).expect("flagged");
+        assert!(first < 10, "first flagged at window {first}");
+        assert!(flagged[first..].iter().all(|&f| f));
+    }
+
     #[test]
     fn alert_lines_round_trip() {
         let a = Alert {
@@ -448,7 +488,10 @@ mod tests {
         let l = limits.unwrap();
         assert_eq!(threshold_alert(&window(l.low, l.high), limits), None);
         let a = threshold_alert(&window(6.0, l.high + 1.0), limits).unwrap();
-        assert_eq!((a.ts, a.rule, a.value), (1_999, Rule::Threshold, l.high + 1.0));
+        assert_eq!(
+            (a.ts, a.rule, a.value),
+            (1_999, Rule::Threshold, l.high + 1.0)
+        );
         assert!(threshold_alert(&window(l.low - 1.0, 6.0), limits).is_some());
         assert_eq!(threshold_alert(&window(-100.0, 100.0), None), None);
     }

@@ -130,9 +130,7 @@ fn ratio(a: usize, b: usize) -> f64 {
 }
 
 fn matches(f: &Fault, a: &Alert) -> bool {
-    a.sensor == f.sensor
-        && a.ts >= f.start_ms
-        && a.ts <= f.end_ms.saturating_add(MATCH_GRACE_MS)
+    a.sensor == f.sensor && a.ts >= f.start_ms && a.ts <= f.end_ms.saturating_add(MATCH_GRACE_MS)
 }
 
 /// Scores `alerts` against the faults of `fleet`.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::fleet::{Fleet, FaultKind, START_MS};
+use super::fleet::{FaultKind, Fleet, START_MS};
 use super::query::{Live, Outputs};
 use super::rules::{Alert, Rule};
 use super::score::{score, Score};
@@ -95,7 +95,8 @@ impl StatusPrinter {
             format!(
                 "{} ({} ms)",
                 c.completed,
-                c.last_duration_ms.map_or("-".to_string(), |d| d.to_string())
+                c.last_duration_ms
+                    .map_or("-".to_string(), |d| d.to_string())
             )
         });
         format!(
@@ -199,7 +200,11 @@ pub fn summarise(dir: &Path, fleet: &Fleet, q: &Query) -> anyhow::Result<Summary
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "\nsummary (seed {}, {} sensors)", self.seed, self.sensors)?;
+        writeln!(
+            f,
+            "\nsummary (seed {}, {} sensors)",
+            self.seed, self.sensors
+        )?;
         writeln!(f, "window aggregates committed: {}", self.windows)?;
         match self.late_injected {
             Some(n) => writeln!(
@@ -207,7 +212,11 @@ impl std::fmt::Display for Summary {
                 "late readings on the side output: {} ({n} injected late)",
                 self.late_readings
             )?,
-            None => writeln!(f, "late readings on the side output: {}", self.late_readings)?,
+            None => writeln!(
+                f,
+                "late readings on the side output: {}",
+                self.late_readings
+            )?,
         }
         let per_rule: Vec<String> = self
             .alerts_per_rule
