@@ -188,6 +188,7 @@ pub async fn run_iot(args: &IotArgs) -> anyhow::Result<Summary> {
     args.validate()?;
     let fleet = Arc::new(Fleet::new(args.fleet_config()));
     check_options(&args.dir, fleet.config(), args.parallelism)?;
+    status::write_faults(&args.dir, &fleet)?;
     let mut checkpoint = CheckpointConfig::new(args.dir.join("checkpoints"));
     if args.rocksdb {
         checkpoint = checkpoint.with_rocksdb(args.dir.join("rocksdb"));
@@ -210,7 +211,8 @@ pub async fn run_iot(args: &IotArgs) -> anyhow::Result<Summary> {
         println!("resumed from checkpoint {epoch} in {}", args.dir.display());
     }
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut ticks = 0u64;
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut printed = tokio::time::Instant::now();
     let printer = status::StatusPrinter::new(fleet.clone(), live);
     loop {
         tokio::select! {
@@ -218,8 +220,8 @@ pub async fn run_iot(args: &IotArgs) -> anyhow::Result<Summary> {
                 if q.is_finished() {
                     break;
                 }
-                ticks += 1;
-                if ticks % 10 == 0 && !args.quiet {
+                if printed.elapsed() >= Duration::from_secs(1) && !args.quiet {
+                    printed = tokio::time::Instant::now();
                     println!("{}", printer.line(&q));
                 }
             }

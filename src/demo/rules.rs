@@ -269,7 +269,8 @@ impl Running {
 /// The z-score rule, a keyed process function over a sensor's windows:
 /// each window's mean is compared with the running mean and deviation of
 /// the sensor's earlier normal windows ([`Running::judge`]); past
-/// [`Z_LIMIT`] it raises an alert.
+/// [`Z_LIMIT`] it raises an alert. The deviation is floored at the noise
+/// the sensor kind is specified with, for a mean of the window's readings.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ZScore;
 
@@ -285,8 +286,11 @@ impl KeyedProcessFunction<SensorWindow, u32> for ZScore {
         if w.value.count < Z_MIN_READINGS {
             return Ok(());
         }
-        // A floor on the deviation: a quarter of a window mean's noise.
-        let floor = SensorKind::of(w.key).profile().noise_sigma * 0.08;
+        // The deviation is never taken below the noise the sensor kind is
+        // specified with (for a mean of this many readings): ten windows
+        // can happen to vary much less than the sensor does, and a
+        // deviation estimated too low would make ordinary noise anomalous.
+        let floor = SensorKind::of(w.key).profile().noise_sigma / (w.value.count as f64).sqrt();
         if let Some(z) = ctx.state_mut().judge(w.value.mean(), floor) {
             ctx.emit(Alert {
                 ts: w.window.max_timestamp(),

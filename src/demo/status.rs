@@ -45,6 +45,25 @@ pub fn banner(args: &IotArgs, fleet: &Fleet) -> String {
     )
 }
 
+/// The ground truth, `faults.csv` in `dir`: one line per injected fault,
+/// `sensor,kind,start_ms,end_ms` (end empty: never ends).
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_faults(dir: &Path, fleet: &Fleet) -> anyhow::Result<()> {
+    let mut csv = String::from("sensor,kind,start_ms,end_ms\n");
+    for f in fleet.faults() {
+        let end = if f.end_ms == i64::MAX {
+            String::new()
+        } else {
+            f.end_ms.to_string()
+        };
+        csv.push_str(&format!("{},{},{},{end}\n", f.sensor, f.kind.name(), f.start_ms));
+    }
+    let path = dir.join("faults.csv");
+    std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))
+}
+
 /// Prints the live status from the query's progress.
 pub struct StatusPrinter {
     fleet: Arc<Fleet>,
