@@ -153,11 +153,16 @@ pub async fn run(cmd: DemoCommand) -> anyhow::Result<()> {
 /// The file recording the options a demo directory was started with.
 const OPTIONS_FILE: &str = "demo-options.json";
 
-/// A rerun on `dir` must simulate the same fleet at the same parallelism,
-/// or its checkpoint and outputs would not fit: refused with what differs.
-fn check_options(dir: &Path, fleet: &FleetConfig, parallelism: usize) -> anyhow::Result<()> {
+/// A rerun on `dir` must simulate the same fleet at the same parallelism
+/// and state backend, or its checkpoint and outputs would not fit: refused
+/// with what differs.
+fn check_options(dir: &Path, fleet: &FleetConfig, args: &IotArgs) -> anyhow::Result<()> {
     let path = dir.join(OPTIONS_FILE);
-    let now = serde_json::json!({ "fleet": fleet, "parallelism": parallelism });
+    let now = serde_json::json!({
+        "fleet": fleet,
+        "parallelism": args.parallelism,
+        "rocksdb": args.rocksdb,
+    });
     match std::fs::read(&path) {
         Ok(bytes) => {
             let before: serde_json::Value = serde_json::from_slice(&bytes)
@@ -187,7 +192,7 @@ fn check_options(dir: &Path, fleet: &FleetConfig, parallelism: usize) -> anyhow:
 pub async fn run_iot(args: &IotArgs) -> anyhow::Result<Summary> {
     args.validate()?;
     let fleet = Arc::new(Fleet::new(args.fleet_config()));
-    check_options(&args.dir, fleet.config(), args.parallelism)?;
+    check_options(&args.dir, fleet.config(), args)?;
     status::write_faults(&args.dir, &fleet)?;
     let mut checkpoint = CheckpointConfig::new(args.dir.join("checkpoints"));
     if args.rocksdb {
@@ -243,4 +248,53 @@ pub async fn run_iot(args: &IotArgs) -> anyhow::Result<Summary> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_resumes_only_with_the_options_it_was_started_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = IotArgs {
+            dir: dir.path().join("demo"),
+            ..Default::default()
+        };
+        check_options(&args.dir, &args.fleet_config(), &args).unwrap();
+        check_options(&args.dir, &args.fleet_config(), &args).unwrap();
+        let other = IotArgs { seed: 2, ..args.clone() };
+        let e = check_options(&other.dir, &other.fleet_config(), &other).unwrap_err();
+        assert!(e.to_string().contains("other options"), "{e}");
+        let rocks = IotArgs {
+            rocksdb: true,
+            ..args.clone()
+        };
+        assert!(check_options(&rocks.dir, &rocks.fleet_config(), &rocks).is_err());
+    }
+
+    #[test]
+    fn bad_options_are_refused_before_anything_runs() {
+        for bad in [
+            IotArgs {
+                sensors: 0,
+                ..Default::default()
+            },
+            IotArgs {
+                parallelism: 0,
+                ..Default::default()
+            },
+            IotArgs {
+                fault_share: 1.5,
+                ..Default::default()
+            },
+            IotArgs {
+                disorder_ms: 800,
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        assert!(IotArgs::default().validate().is_ok());
+    }
 }

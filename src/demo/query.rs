@@ -41,7 +41,7 @@ pub const DEDUP_MS: u64 = 10_000;
 pub struct AlertCounts([AtomicU64; 4]);
 
 impl AlertCounts {
-    fn add(&self, rule: Rule) {
+    fn record(&self, rule: Rule) {
         self.0[rule as usize].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -147,7 +147,7 @@ pub fn build(
         .key_by(|a: &Alert| (a.sensor, a.rule))
         .dedup("dedup", Duration::from_millis(DEDUP_MS))
         .set_parallelism(parallelism)
-        .inspect(move |a: &Alert| counts.add(a.rule))
+        .inspect(move |a: &Alert| counts.record(a.rule))
         .name("count-alerts")
         .set_parallelism(parallelism)
         .sink(
