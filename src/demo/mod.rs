@@ -263,7 +263,10 @@ mod tests {
         };
         check_options(&args.dir, &args.fleet_config(), &args).unwrap();
         check_options(&args.dir, &args.fleet_config(), &args).unwrap();
-        let other = IotArgs { seed: 2, ..args.clone() };
+        let other = IotArgs {
+            seed: 2,
+            ..args.clone()
+        };
         let e = check_options(&other.dir, &other.fleet_config(), &other).unwrap_err();
         assert!(e.to_string().contains("other options"), "{e}");
         let rocks = IotArgs {

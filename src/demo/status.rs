@@ -58,7 +58,12 @@ pub fn write_faults(dir: &Path, fleet: &Fleet) -> anyhow::Result<()> {
         } else {
             f.end_ms.to_string()
         };
-        csv.push_str(&format!("{},{},{},{end}\n", f.sensor, f.kind.name(), f.start_ms));
+        csv.push_str(&format!(
+            "{},{},{},{end}\n",
+            f.sensor,
+            f.kind.name(),
+            f.start_ms
+        ));
     }
     let path = dir.join("faults.csv");
     std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))
