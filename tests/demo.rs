@@ -8,6 +8,8 @@
 //! - Killed with SIGKILL again and again and rerun on the same directory,
 //!   it commits the same alerts, window aggregates and late readings as an
 //!   uninterrupted run: exactly once.
+//! - In micro-batches at parallelism 3 it commits what it commits
+//!   continuously at parallelism 1.
 //!
 //! `EDDY_DEMO_SEED` picks another fleet; `EDDY_CRASH_SEED` replays the
 //! kill times.
@@ -197,6 +199,40 @@ async fn sigkill_and_rerun_commit_what_an_uninterrupted_run_commits() {
             "{what}: {} committed after the kills, {} by an uninterrupted run",
             got.len(),
             want.len()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn micro_batches_at_another_parallelism_commit_the_same_output() {
+    let seed = fleet_seed();
+    let (continuous, batched) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    eddy::demo::run_iot(&IotArgs {
+        parallelism: 1,
+        ..args(seed, continuous.path())
+    })
+    .await
+    .unwrap();
+    eddy::demo::run_iot(&IotArgs {
+        parallelism: 3,
+        rate: 100_000,
+        trigger_ms: Some(100),
+        ..args(seed, batched.path())
+    })
+    .await
+    .unwrap();
+    for out in [Outputs::alerts, Outputs::windows, Outputs::late] {
+        let (a, b) = (
+            sorted_committed(&out(continuous.path())),
+            sorted_committed(&out(batched.path())),
+        );
+        assert!(!a.is_empty());
+        assert!(
+            a == b,
+            "{}: {} vs {} lines",
+            out(Path::new("")).display(),
+            a.len(),
+            b.len()
         );
     }
 }
