@@ -13,6 +13,9 @@
 //! - **Detection delay** of a detected fault: the event time of its first
 //!   matching alert less the fault's start. Event time, so the same in
 //!   every run, whatever the machine's speed.
+//! - A run stopped early (Ctrl-C) is scored on the faults that started at
+//!   least [`DUE_MS`] before the newest committed window's end; the later
+//!   ones are counted as pending, neither detected nor missed.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +27,10 @@ use super::rules::{Alert, Rule};
 /// An alert this long after a fault's end still matches it (the window
 /// closing, the watermark's bound and the silence time fit in it).
 pub const MATCH_GRACE_MS: i64 = 5_000;
+
+/// A fault is scored once the committed output reaches this long past
+/// its start (every rule decides well within it).
+pub const DUE_MS: i64 = 10_000;
 
 /// The fault kind a rule is aimed at.
 pub fn aimed_at(rule: Rule) -> FaultKind {
@@ -102,6 +109,9 @@ pub struct Score {
     pub true_alerts: usize,
     /// Detection delays of all detected faults.
     pub delay: Option<Delays>,
+    /// Faults not scored: they start too close to the end of the
+    /// committed output ([`DUE_MS`]).
+    pub pending: usize,
 }
 
 impl Score {
@@ -133,16 +143,19 @@ fn matches(f: &Fault, a: &Alert) -> bool {
     a.sensor == f.sensor && a.ts >= f.start_ms && a.ts <= f.end_ms.saturating_add(MATCH_GRACE_MS)
 }
 
-/// Scores `alerts` against the faults of `fleet`.
-pub fn score(fleet: &Fleet, alerts: &[Alert]) -> Score {
+/// Scores `alerts` against the faults of `fleet` that started at least
+/// [`DUE_MS`] before `until`, the end of the committed output.
+pub fn score(fleet: &Fleet, alerts: &[Alert], until: i64) -> Score {
     let mut by_sensor: BTreeMap<u32, Vec<&Alert>> = BTreeMap::new();
     for a in alerts {
         by_sensor.entry(a.sensor).or_default().push(a);
     }
     // The first matching alert's time per fault.
+    let due = |f: &&Fault| f.start_ms.saturating_add(DUE_MS) <= until;
     let first: Vec<(FaultKind, Option<i64>)> = fleet
         .faults()
         .iter()
+        .filter(due)
         .map(|f| {
             let hit = by_sensor
                 .get(&f.sensor)
@@ -185,6 +198,7 @@ pub fn score(fleet: &Fleet, alerts: &[Alert]) -> Score {
         alerts: alerts.len(),
         true_alerts: alerts.iter().filter(|a| is_true(a)).count(),
         delay: Delays::of(&all_delays),
+        pending: fleet.faults().len() - first.len(),
         kinds,
     }
 }
@@ -235,7 +249,15 @@ impl std::fmt::Display for Score {
             self.alerts,
             self.precision(),
             delay(&self.delay)
-        )
+        )?;
+        if self.pending > 0 {
+            write!(
+                f,
+                "\n{} faults start too close to the end of the committed output to be scored",
+                self.pending
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -272,7 +294,7 @@ mod tests {
                 value: 0.0,
             })
             .collect();
-        let s = score(&fleet, &alerts);
+        let s = score(&fleet, &alerts, fleet.end_ms());
         assert_eq!((s.injected, s.detected), (16, 16));
         assert_eq!((s.recall(), s.precision()), (1.0, 1.0));
         assert_eq!(s.delay.unwrap().p99_ms, 1_000);
@@ -283,9 +305,13 @@ mod tests {
             rule: Rule::Stuck,
             value: 0.0,
         });
-        let s = score(&fleet, &alerts);
+        let s = score(&fleet, &alerts, fleet.end_ms());
         let stuck = s.kind(FaultKind::Stuck).unwrap();
         assert_eq!((stuck.alerts, stuck.true_alerts), (5, 4));
         assert_eq!(s.recall(), 1.0);
+        // Stopped early: only the faults due by then are scored.
+        let until = fleet.faults().iter().map(|f| f.start_ms).min().unwrap() + DUE_MS;
+        let s = score(&fleet, &alerts, until);
+        assert_eq!((s.injected, s.pending), (1, 15));
     }
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::fleet::{FaultKind, Fleet, START_MS};
-use super::query::{Live, Outputs};
+use super::query::{Live, Outputs, WINDOW_MS};
 use super::rules::{Alert, Rule};
 use super::score::{score, Score};
 use super::IotArgs;
@@ -149,7 +149,7 @@ pub struct Summary {
     pub windows: usize,
     /// Late readings committed from the side output.
     pub late_readings: usize,
-    /// Readings injected late (bounded runs).
+    /// Readings injected late (bounded runs that reached their end).
     pub late_injected: Option<u64>,
     /// Alerts committed, per rule.
     pub alerts_per_rule: Vec<(String, usize)>,
@@ -201,12 +201,20 @@ pub fn late_injected(fleet: &Fleet) -> Option<u64> {
 pub fn summarise(dir: &Path, fleet: &Fleet, q: &Query) -> anyhow::Result<Summary> {
     let (alerts, unreadable_lines) = committed_alerts(dir)?;
     let stats = q.checkpoint_stats().unwrap_or_default();
+    let windows = committed(&Outputs::windows(dir))?;
+    // The end of the committed output: the newest window's end.
+    let until = windows
+        .iter()
+        .filter_map(|l| l.split(',').nth(1)?.parse::<i64>().ok())
+        .max()
+        .map_or(i64::MIN, |start| start.saturating_add(WINDOW_MS as i64));
+    let complete = until >= fleet.end_ms();
     Ok(Summary {
         seed: fleet.config().seed,
         sensors: fleet.config().sensors,
-        windows: committed(&Outputs::windows(dir))?.len(),
+        windows: windows.len(),
         late_readings: committed(&Outputs::late(dir))?.len(),
-        late_injected: late_injected(fleet),
+        late_injected: late_injected(fleet).filter(|_| complete),
         alerts_per_rule: Rule::ALL
             .iter()
             .map(|&r| {
@@ -215,7 +223,7 @@ pub fn summarise(dir: &Path, fleet: &Fleet, q: &Query) -> anyhow::Result<Summary
             })
             .collect(),
         unreadable_lines,
-        score: score(fleet, &alerts),
+        score: score(fleet, &alerts, until),
         checkpoints: stats.completed,
         resumed_from: stats.restored_epoch,
         visibility: q.progress().latency,
