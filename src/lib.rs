@@ -3,7 +3,8 @@
 //! A continuous-processing dataflow engine: long-running operator tasks joined
 //! by bounded channels process records one at a time, for sub-millisecond
 //! latency. This crate is the facade: it re-exports the typed API
-//! ([`prelude`]) and hosts the `eddy` command-line tool.
+//! ([`prelude`]) and hosts the `eddy` command-line tool, with its IoT
+//! anomaly-detection demo ([`demo`]).
 //!
 //! | crate | what it holds |
 //! | --- | --- |
