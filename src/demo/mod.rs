@@ -4,7 +4,8 @@
 //! exactly-once files, checkpointed so that killing and rerunning it
 //! resumes where it was. See docs/demo.md.
 //!
-//! - [`fleet`]: the seeded simulator and its source (and the ground truth).
+//! - [`fleet`]: the seeded simulator (and the ground truth).
+//! - [`source`]: the fleet as the query's source.
 //! - [`rules`]: the anomaly rules and the alert and window records.
 //! - [`query`]: the Eddy query.
 //! - [`score`]: precision, recall and detection delay against the faults.
@@ -14,6 +15,7 @@ pub mod fleet;
 pub mod query;
 pub mod rules;
 pub mod score;
+pub mod source;
 pub mod status;
 
 use std::path::{Path, PathBuf};

@@ -20,11 +20,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::fleet::{Fleet, FleetSource, Reading, SensorKind};
+use super::fleet::{Fleet, Reading, SensorKind};
 use super::rules::{
     late_line, threshold_alert, threshold_table, window_line, Alert, Health, Rule, SensorWindow,
     WindowStats, ZScore,
 };
+use super::source::FleetSource;
 use crate::prelude::*;
 
 /// The watermark's bound on out-of-orderness.
