@@ -112,6 +112,9 @@ impl Default for IotArgs {
     }
 }
 
+/// The longest bounded run, seconds of event time (a year).
+pub const MAX_SECONDS: u64 = 365 * 86_400;
+
 impl IotArgs {
     /// The fleet these options describe.
     pub fn fleet_config(&self) -> FleetConfig {
@@ -128,6 +131,10 @@ impl IotArgs {
 
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.sensors > 0, "--sensors must be at least 1");
+        anyhow::ensure!(
+            self.seconds <= MAX_SECONDS,
+            "--seconds must be at most {MAX_SECONDS} (a year of event time)"
+        );
         anyhow::ensure!(self.parallelism > 0, "--parallelism must be at least 1");
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.fault_share) && (0.0..=1.0).contains(&self.late_share),
@@ -295,6 +302,10 @@ mod tests {
             },
             IotArgs {
                 disorder_ms: 800,
+                ..Default::default()
+            },
+            IotArgs {
+                seconds: u64::MAX,
                 ..Default::default()
             },
         ] {

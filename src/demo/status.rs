@@ -28,6 +28,14 @@ pub fn banner(args: &IotArgs, fleet: &Fleet) -> String {
         let n = fleet.faults().iter().filter(|f| f.kind == k).count();
         kinds.push_str(&format!(" {} {n}", k.name()));
     }
+    if fleet.faults().is_empty() {
+        kinds.push_str(&format!(
+            " (none: --fault-share is 0, or the run is shorter than the {} s warm-up plus the \
+             last {} s, when no fault starts)",
+            super::fleet::WARMUP_MS / 1000,
+            super::fleet::FAULT_TAIL_MS / 1000
+        ));
+    }
     format!(
         "eddy demo iot: seed {}, {} sensors on {} machines, {length}, {} readings/s, \
          parallelism {}, {} state, checkpoints in {}\ninjected faults:{kinds}",
