@@ -499,4 +499,116 @@ mod tests {
         assert!(threshold_alert(&window(l.low - 1.0, 6.0), limits).is_some());
         assert_eq!(threshold_alert(&window(-100.0, 100.0), None), None);
     }
+
+    /// The health rules driven as the runtime drives them: records at a
+    /// watermark, timers fired when the watermark passes them.
+    struct HealthHarness {
+        op: crate::operators::process::KeyedProcess<Reading, u32, Health>,
+        timers: crate::runtime::TimerService,
+        clock: crate::runtime::timers::ProcessingClock,
+        out: crate::runtime::Output<Alert>,
+        watermark: Timestamp,
+    }
+
+    impl HealthHarness {
+        fn new(horizon: Timestamp) -> Self {
+            use crate::runtime::Operator;
+            let key = std::sync::Arc::new(|r: &Reading| r.sensor);
+            let mut op = crate::operators::process::KeyedProcess::new(key, Health { horizon });
+            op.open(&mut OperatorContext::for_test("health")).unwrap();
+            Self {
+                op,
+                timers: crate::runtime::TimerService::in_memory(),
+                clock: crate::runtime::timers::ProcessingClock::new(),
+                out: Default::default(),
+                watermark: i64::MIN,
+            }
+        }
+
+        fn reading(&mut self, ts: Timestamp, value: f64) {
+            use crate::runtime::Operator;
+            let mut c =
+                Collector::new(&mut self.out, &mut self.timers, &self.clock, self.watermark);
+            c.set_input(ts, 0);
+            let mut r = crate::runtime::Record::new(Reading {
+                sensor: 7,
+                ts,
+                value,
+            });
+            r.timestamp = ts;
+            self.op.process(r, &mut c).unwrap();
+        }
+
+        fn watermark(&mut self, w: Timestamp) {
+            use crate::runtime::Operator;
+            self.watermark = w;
+            while let Some(t) = self.timers.pop_due(TimeDomain::EventTime, w).unwrap() {
+                let mut c =
+                    Collector::new(&mut self.out, &mut self.timers, &self.clock, self.watermark);
+                c.set_input(t.time, 0);
+                self.op.on_timer(&t, &mut c).unwrap();
+            }
+        }
+
+        fn alerts(&mut self) -> Vec<(Timestamp, Rule, Timestamp)> {
+            self.out
+                .main
+                .drain(..)
+                .map(|r| (r.value.ts, r.value.rule, r.timestamp))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_silence_is_found_the_same_whether_the_timer_or_the_next_reading_comes_first() {
+        // Readings every 100 ms until 1_000, then nothing until 3_500.
+        let run = |watermark_first: bool| {
+            let mut h = HealthHarness::new(i64::MAX);
+            for ts in (0..=1_000).step_by(100) {
+                h.reading(ts, ts as f64);
+                h.watermark(ts - 500);
+            }
+            if watermark_first {
+                h.watermark(3_000); // past the timer at 1_000 + SILENCE_MS
+            }
+            h.reading(3_500, 1.0);
+            h.watermark(4_000);
+            h.alerts()
+        };
+        let silence = (1_000 + SILENCE_MS, Rule::Silence, 1_000 + SILENCE_MS);
+        assert_eq!(run(true), vec![silence]);
+        assert_eq!(run(false), vec![silence]);
+    }
+
+    #[test]
+    fn no_silence_at_the_end_of_a_bounded_input_and_late_readings_are_ignored() {
+        let mut h = HealthHarness::new(2_000);
+        for ts in (0..=1_500).step_by(100) {
+            h.reading(ts, ts as f64);
+            h.watermark(ts - 500);
+        }
+        // Behind the watermark: ignored (no stuck run, no timer moved).
+        h.reading(900, 1_500.0);
+        h.watermark(i64::MAX); // the end of input fires every timer
+        assert_eq!(h.alerts(), vec![]);
+    }
+
+    #[test]
+    fn a_stuck_run_raises_one_alert_and_a_new_value_ends_it() {
+        let mut h = HealthHarness::new(i64::MAX);
+        let mut ts = 0;
+        let mut read = |h: &mut HealthHarness, v: f64, n: u32| {
+            for _ in 0..n {
+                h.reading(ts, v);
+                ts += 100;
+            }
+        };
+        read(&mut h, 5.0, STUCK_REPEATS - 1);
+        assert_eq!(h.alerts(), vec![]);
+        read(&mut h, 5.0, 10);
+        let at = 100 * (STUCK_REPEATS as i64 - 1);
+        assert_eq!(h.alerts(), vec![(at, Rule::Stuck, at)]);
+        read(&mut h, 6.0, STUCK_REPEATS);
+        assert_eq!(h.alerts().len(), 1, "a new run, a new alert");
+    }
 }
