@@ -54,7 +54,13 @@ pub enum SensorKind {
     Vibration,
     /// Line pressure, bar.
     Pressure,
+    /// A recorded series replayed with `--replay` (no profile: no
+    /// threshold, no noise floor).
+    Series,
 }
+
+/// Sensor ids from this one up are replayed series, not fleet sensors.
+pub const SERIES_SENSOR: u32 = 1 << 31;
 
 /// How a sensor kind behaves when healthy.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,9 +85,14 @@ impl SensorKind {
         SensorKind::Pressure,
     ];
 
-    /// The kind of sensor `sensor` (machine `sensor / 3`).
+    /// The kind of sensor `sensor` (machine `sensor / 3`; from
+    /// [`SERIES_SENSOR`] on, a replayed series).
     pub fn of(sensor: u32) -> Self {
-        Self::ALL[(sensor % 3) as usize]
+        if sensor >= SERIES_SENSOR {
+            SensorKind::Series
+        } else {
+            Self::ALL[(sensor % 3) as usize]
+        }
     }
 
     /// Its name.
@@ -90,6 +101,7 @@ impl SensorKind {
             SensorKind::Temperature => "temperature",
             SensorKind::Vibration => "vibration",
             SensorKind::Pressure => "pressure",
+            SensorKind::Series => "series",
         }
     }
 
@@ -116,6 +128,13 @@ impl SensorKind {
                 daily_amplitude: 0.15,
                 noise_sigma: 0.05,
                 unit: "bar",
+            },
+            SensorKind::Series => Profile {
+                base: 0.0,
+                machine_spread: 0.0,
+                daily_amplitude: 0.0,
+                noise_sigma: 0.0,
+                unit: "",
             },
         }
     }
@@ -188,7 +207,7 @@ pub struct Fault {
 pub struct FleetConfig {
     /// Seed of everything random.
     pub seed: u64,
-    /// Sensors (three per machine).
+    /// Sensors (three per machine; fewer than [`SERIES_SENSOR`]).
     pub sensors: u32,
     /// Every sensor reports every this many ms of event time.
     pub period_ms: i64,
@@ -262,7 +281,7 @@ pub struct Fleet {
 impl Fleet {
     /// The fleet of `cfg`, with its faults drawn from the seed.
     pub fn new(mut cfg: FleetConfig) -> Self {
-        cfg.sensors = cfg.sensors.max(1);
+        cfg.sensors = cfg.sensors.clamp(1, SERIES_SENSOR - 1);
         cfg.period_ms = cfg.period_ms.max(1);
         cfg.max_disorder_ms = cfg.max_disorder_ms.max(0);
         let mut fleet = Self {

@@ -19,6 +19,7 @@ pub mod source;
 pub mod status;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -218,7 +219,16 @@ pub async fn run_iot(args: &IotArgs) -> anyhow::Result<Summary> {
         ..Default::default()
     });
     let rate = (args.rate > 0).then_some(args.rate);
-    let live = query::build(&pipeline, fleet.clone(), rate, &args.dir, args.parallelism);
+    let newest_ts = Arc::new(AtomicI64::new(i64::MIN));
+    let readings = query::fleet_readings(&pipeline, fleet.clone(), rate, newest_ts.clone());
+    let alerts = query::build(
+        readings,
+        query::Scale::FLEET,
+        fleet.end_ms(),
+        &args.dir,
+        args.parallelism,
+    );
+    let live = query::Live { newest_ts, alerts };
     println!("{}", status::banner(args, &fleet));
     let mut q = pipeline.start()?;
     if let Some(epoch) = q.checkpoint_stats().and_then(|s| s.restored_epoch) {

@@ -27,14 +27,51 @@ use super::rules::{
 };
 use super::source::FleetSource;
 use crate::prelude::*;
+use crate::runtime::record::Timestamp;
 
-/// The watermark's bound on out-of-orderness.
+/// The watermark's bound on out-of-orderness (the fleet's scale).
 pub const WATERMARK_BOUND_MS: u64 = 500;
-/// The windows' length.
+/// The windows' length (the fleet's scale).
 pub const WINDOW_MS: u64 = 1_000;
 /// Alerts of one sensor and rule within this much event time of the one
-/// kept are duplicates.
+/// kept are duplicates (the fleet's scale).
 pub const DEDUP_MS: u64 = 10_000;
+
+/// The query's time scale: every duration is a multiple of the sensors'
+/// reporting period. The fleet reports every 100 ms ([`Scale::FLEET`]):
+/// 1 s windows, a 500 ms watermark bound, 10 s of deduplication, 2 s of
+/// silence. A replayed hourly series gets 10 h windows, and so on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scale {
+    /// The reporting period, ms.
+    pub period_ms: i64,
+}
+
+impl Scale {
+    /// The simulated fleet's scale.
+    pub const FLEET: Scale = Scale { period_ms: 100 };
+
+    /// Window length: 10 periods.
+    pub fn window_ms(self) -> i64 {
+        self.period_ms.saturating_mul(10)
+    }
+    /// Watermark bound: 5 periods.
+    pub fn bound_ms(self) -> i64 {
+        self.period_ms.saturating_mul(5)
+    }
+    /// Deduplication bound: 100 periods.
+    pub fn dedup_ms(self) -> i64 {
+        self.period_ms.saturating_mul(100)
+    }
+    /// Silence that raises an alert: 20 periods.
+    pub fn silence_ms(self) -> i64 {
+        self.period_ms.saturating_mul(20)
+    }
+}
+
+fn millis(ms: i64) -> Duration {
+    Duration::from_millis(ms.max(1) as u64)
+}
 
 /// Alerts counted on their way to the sink, per rule (for the live
 /// status; counted again by a run that replays after a recovery).
@@ -79,34 +116,40 @@ impl Outputs {
     }
 }
 
-/// Adds the demo query over `fleet` to `pipeline`, writing into `dir`;
-/// keyed operators and sinks run at `parallelism`.
-pub fn build(
+/// The fleet's readings: its source (one instance) with event time and
+/// watermarks at the fleet's scale. `newest_ts` follows the newest event
+/// time emitted.
+pub fn fleet_readings(
     pipeline: &Pipeline,
     fleet: Arc<Fleet>,
     rate: Option<u64>,
-    dir: &Path,
-    parallelism: usize,
-) -> Live {
-    let live = Live {
-        newest_ts: Arc::new(AtomicI64::new(i64::MIN)),
-        alerts: Arc::new(AlertCounts::default()),
-    };
-    let horizon = fleet.end_ms();
-    let readings = pipeline
-        .source(
-            "fleet",
-            FleetSource::new(fleet, rate, live.newest_ts.clone()),
-        )
+    newest_ts: Arc<AtomicI64>,
+) -> Stream<Reading> {
+    pipeline
+        .source("fleet", FleetSource::new(fleet, rate, newest_ts))
         .set_parallelism(1)
         .with_watermarks(WatermarkStrategy::bounded_out_of_orderness(
             Duration::from_millis(WATERMARK_BOUND_MS),
-        ));
+        ))
+}
 
+/// Adds the demo query over `readings` (a stream a source returned, with
+/// watermarks) to the pipeline, at time scale `scale`, with `horizon` the
+/// end of the input's event time (`i64::MAX`: unbounded), writing into
+/// `dir`; keyed operators and sinks run at `parallelism`. Returns the
+/// alert counters.
+pub fn build(
+    readings: Stream<Reading>,
+    scale: Scale,
+    horizon: Timestamp,
+    dir: &Path,
+    parallelism: usize,
+) -> Arc<AlertCounts> {
+    let alerts = Arc::new(AlertCounts::default());
     let (windows, late) = readings
         .clone()
         .key_by(|r: &Reading| r.sensor)
-        .window(Windows::tumbling(Duration::from_millis(WINDOW_MS)))
+        .window(Windows::tumbling(millis(scale.window_ms())))
         .name("windows")
         .aggregate_with_late(WindowStats);
     let windows = windows.set_parallelism(parallelism);
@@ -136,17 +179,21 @@ pub fn build(
         .key_by(|w: &SensorWindow| w.key)
         .process("zscore", ZScore)
         .set_parallelism(parallelism);
+    let health = Health {
+        horizon,
+        silence_ms: scale.silence_ms(),
+    };
     let health = readings
         .key_by(|r: &Reading| r.sensor)
-        .process("health", Health { horizon })
+        .process("health", health)
         .set_parallelism(parallelism);
 
-    let counts = live.alerts.clone();
+    let counts = alerts.clone();
     thresholds
         .union(zscores)
         .union(health)
         .key_by(|a: &Alert| (a.sensor, a.rule))
-        .dedup("dedup", Duration::from_millis(DEDUP_MS))
+        .dedup("dedup", millis(scale.dedup_ms()))
         .set_parallelism(parallelism)
         .inspect(move |a: &Alert| counts.record(a.rule))
         .name("count-alerts")
@@ -156,5 +203,19 @@ pub fn build(
             FileSink::new(Outputs::alerts(dir), Delivery::ExactlyOnce, Alert::line),
         )
         .set_parallelism(parallelism);
-    live
+    alerts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fleet_scale_is_the_documented_one() {
+        let s = Scale::FLEET;
+        assert_eq!(s.window_ms(), WINDOW_MS as i64);
+        assert_eq!(s.bound_ms(), WATERMARK_BOUND_MS as i64);
+        assert_eq!(s.dedup_ms(), DEDUP_MS as i64);
+        assert_eq!(s.silence_ms(), crate::demo::rules::SILENCE_MS);
+    }
 }

@@ -20,7 +20,8 @@ use crate::runtime::record::Timestamp;
 
 /// Stuck rule: this many identical readings in a row.
 pub const STUCK_REPEATS: u32 = 20;
-/// Silence rule: this much event time without a reading.
+/// Silence rule: this much event time without a reading (the fleet's
+/// scale, 20 reporting periods; [`Health::silence_ms`]).
 pub const SILENCE_MS: i64 = 2_000;
 /// Z-score rule: the limit on |z|.
 pub const Z_LIMIT: f64 = 7.0;
@@ -290,7 +291,8 @@ impl KeyedProcessFunction<SensorWindow, u32> for ZScore {
         // specified with (for a mean of this many readings): ten windows
         // can happen to vary much less than the sensor does, and a
         // deviation estimated too low would make ordinary noise anomalous.
-        let floor = SensorKind::of(w.key).profile().noise_sigma / (w.value.count as f64).sqrt();
+        let floor = (SensorKind::of(w.key).profile().noise_sigma / (w.value.count as f64).sqrt())
+            .max(f64::MIN_POSITIVE);
         if let Some(z) = ctx.state_mut().judge(w.value.mean(), floor) {
             ctx.emit(Alert {
                 ts: w.window.max_timestamp(),
@@ -314,7 +316,7 @@ pub struct HealthState {
     pub repeats: u32,
     /// Whether this run of repeats was reported.
     pub stuck_reported: bool,
-    /// The pending silence timer (`last_ts + SILENCE_MS`).
+    /// The pending silence timer (`last_ts + silence_ms`).
     pub silence_at: Option<Timestamp>,
 }
 
@@ -324,12 +326,12 @@ pub struct HealthState {
 /// - **Stuck**: [`STUCK_REPEATS`] readings in a row with the same value
 ///   raise one alert (at the last one's event time); a different value
 ///   ends the run.
-/// - **Silence**: an *event-time* timer at `last + SILENCE_MS`, moved on
+/// - **Silence**: an *event-time* timer at `last + silence_ms`, moved on
 ///   by every reading. Event time, not processing time: a processing-time
 ///   timer would fire depending on the input rate and the machine's speed,
 ///   and the demo's alerts must be the same in every run and after every
 ///   recovery. To be exact whatever the watermark's timing, the silence is
-///   also found from the input: a reading whose time is `SILENCE_MS` or
+///   also found from the input: a reading whose time is `silence_ms` or
 ///   more past the previous one means the timer's time passed in between,
 ///   so the alert is raised there (at the timer's time) if the timer has
 ///   not fired yet. Timers at or after `horizon` (the end of a bounded
@@ -341,6 +343,8 @@ pub struct HealthState {
 pub struct Health {
     /// The end of the input's event time (`i64::MAX`: unbounded).
     pub horizon: Timestamp,
+    /// The silence that raises an alert, ms of event time.
+    pub silence_ms: i64,
 }
 
 impl Health {
@@ -398,7 +402,7 @@ impl KeyedProcessFunction<Reading, u32> for Health {
             });
         }
         s.last_ts = s.last_ts.max(r.ts);
-        let at = s.last_ts.saturating_add(SILENCE_MS);
+        let at = s.last_ts.saturating_add(self.silence_ms.max(1));
         if s.silence_at != Some(at) {
             if let Some(old) = s.silence_at {
                 ctx.delete_event_time_timer(old)?;
@@ -514,7 +518,13 @@ mod tests {
         fn new(horizon: Timestamp) -> Self {
             use crate::runtime::Operator;
             let key = std::sync::Arc::new(|r: &Reading| r.sensor);
-            let mut op = crate::operators::process::KeyedProcess::new(key, Health { horizon });
+            let mut op = crate::operators::process::KeyedProcess::new(
+                key,
+                Health {
+                    horizon,
+                    silence_ms: SILENCE_MS,
+                },
+            );
             op.open(&mut OperatorContext::for_test("health")).unwrap();
             Self {
                 op,
