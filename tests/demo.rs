@@ -10,6 +10,8 @@
 //!   uninterrupted run: exactly once.
 //! - In micro-batches at parallelism 3 it commits what it commits
 //!   continuously at parallelism 1.
+//! - `--replay data/water-flow.csv` flags the series' three low-value
+//!   moments.
 //!
 //! `EDDY_DEMO_SEED` picks another fleet; `EDDY_CRASH_SEED` replays the
 //! kill times.
@@ -235,4 +237,28 @@ async fn micro_batches_at_another_parallelism_commit_the_same_output() {
             b.len()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replay_of_the_water_flow_series_flags_its_three_low_value_moments() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/water-flow.csv");
+    let dir = tempfile::tempdir().unwrap();
+    let replay = IotArgs {
+        replay: Some(file.clone()),
+        ..args(0, dir.path())
+    };
+    let summary = eddy::demo::run_replay(&replay, &file).await.unwrap();
+    assert_eq!((summary.readings, summary.skipped), (1_268, 0));
+    assert_eq!(summary.period_ms, 3_600_000, "hourly");
+    assert!(summary.windows > 100);
+    // river documents three "low value moments" (and a small peak, which
+    // the z-score rule at 7 deviations does not flag).
+    let z: Vec<f64> = summary
+        .alerts
+        .iter()
+        .filter(|a| a.rule == eddy::demo::rules::Rule::ZScore)
+        .map(|a| a.value)
+        .collect();
+    assert_eq!(z.len(), 3, "{z:?}");
+    assert!(z.iter().all(|&v| v < 0.0), "{z:?}");
 }

@@ -9,10 +9,12 @@
 //! - [`rules`]: the anomaly rules and the alert and window records.
 //! - [`query`]: the Eddy query.
 //! - [`score`]: precision, recall and detection delay against the faults.
+//! - [`replay`]: the same query over a recorded series (`--replay FILE`).
 //! - [`status`]: the live status line and the final summary.
 
 pub mod fleet;
 pub mod query;
+pub mod replay;
 pub mod rules;
 pub mod score;
 pub mod source;
@@ -90,6 +92,11 @@ pub struct IotArgs {
     /// Also write the summary as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Run the rules over a recorded series instead of the fleet: a CSV
+    /// file of `time,value` lines (RFC 3339 or epoch ms), e.g.
+    /// data/water-flow.csv. The fleet options are then ignored.
+    #[arg(long)]
+    pub replay: Option<PathBuf>,
 }
 
 impl Default for IotArgs {
@@ -109,6 +116,7 @@ impl Default for IotArgs {
             disorder_ms: 200,
             quiet: false,
             json: None,
+            replay: None,
         }
     }
 }
@@ -156,7 +164,10 @@ impl IotArgs {
 /// Bad options, a query failure, or the output directory unreadable.
 pub async fn run(cmd: DemoCommand) -> anyhow::Result<()> {
     match cmd {
-        DemoCommand::Iot(args) => run_iot(&args).await.map(|_| ()),
+        DemoCommand::Iot(args) => match &args.replay {
+            Some(file) => run_replay(&args, file).await.map(|_| ()),
+            None => run_iot(&args).await.map(|_| ()),
+        },
     }
 }
 
@@ -166,10 +177,10 @@ const OPTIONS_FILE: &str = "demo-options.json";
 /// A rerun on `dir` must simulate the same fleet at the same parallelism
 /// and state backend, or its checkpoint and outputs would not fit: refused
 /// with what differs.
-fn check_options(dir: &Path, fleet: &FleetConfig, args: &IotArgs) -> anyhow::Result<()> {
+fn check_options(dir: &Path, input: serde_json::Value, args: &IotArgs) -> anyhow::Result<()> {
     let path = dir.join(OPTIONS_FILE);
     let now = serde_json::json!({
-        "fleet": fleet,
+        "input": input,
         "parallelism": args.parallelism,
         "rocksdb": args.rocksdb,
     });
@@ -194,16 +205,8 @@ fn check_options(dir: &Path, fleet: &FleetConfig, args: &IotArgs) -> anyhow::Res
     }
 }
 
-/// Runs `eddy demo iot` to its end (or Ctrl-C), prints and returns its
-/// summary.
-///
-/// # Errors
-/// Bad options, a directory started with other options, a query failure.
-pub async fn run_iot(args: &IotArgs) -> anyhow::Result<Summary> {
-    args.validate()?;
-    let fleet = Arc::new(Fleet::new(args.fleet_config()));
-    check_options(&args.dir, fleet.config(), args)?;
-    status::write_faults(&args.dir, &fleet)?;
+/// A pipeline checkpointing into `args.dir`, with the trigger asked for.
+fn checkpointed_pipeline(args: &IotArgs) -> Pipeline {
     let mut checkpoint = CheckpointConfig::new(args.dir.join("checkpoints"));
     if args.rocksdb {
         checkpoint = checkpoint.with_rocksdb(args.dir.join("rocksdb"));
@@ -212,12 +215,112 @@ pub async fn run_iot(args: &IotArgs) -> anyhow::Result<Summary> {
         Some(ms) => Trigger::ProcessingTime(Duration::from_millis(ms.max(1))),
         None => Trigger::continuous(Duration::from_millis(args.interval_ms.max(1))),
     };
-    let pipeline = Pipeline::with_config(PipelineConfig {
+    Pipeline::with_config(PipelineConfig {
         checkpoint: Some(checkpoint),
         trigger,
         default_parallelism: args.parallelism,
         ..Default::default()
-    });
+    })
+}
+
+/// Waits until `q` finishes or Ctrl-C stops it (draining what is in
+/// flight), calling `every_second` once a second meanwhile.
+///
+/// # Errors
+/// The query's failure.
+async fn run_to_end(q: &mut Query, mut every_second: impl FnMut(&Query)) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut printed = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if q.is_finished() {
+                    break;
+                }
+                if printed.elapsed() >= Duration::from_secs(1) {
+                    printed = tokio::time::Instant::now();
+                    every_second(q);
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                println!("stopping: draining what is in flight and committing it");
+                break;
+            }
+        }
+    }
+    q.stop().await?;
+    Ok(())
+}
+
+/// Runs the demo's query over the recorded series in `file`
+/// (`--replay`), prints and returns what it committed.
+///
+/// # Errors
+/// Bad options, a file without readings, a directory started with other
+/// options, a query failure.
+pub async fn run_replay(args: &IotArgs, file: &Path) -> anyhow::Result<replay::ReplaySummary> {
+    args.validate()?;
+    let series = replay::read_series(file)?;
+    check_options(&args.dir, serde_json::json!({ "replay": file }), args)?;
+    let pipeline = checkpointed_pipeline(args);
+    let scale = series.scale();
+    let readings = pipeline
+        .source("replay", VecSource::new(series.readings.clone()))
+        .set_parallelism(1)
+        .with_watermarks(
+            WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(
+                scale.bound_ms().max(0) as u64,
+            ))
+            .with_timestamps(|r: &fleet::Reading| r.ts),
+        );
+    query::build(
+        readings,
+        scale,
+        series.horizon(),
+        &args.dir,
+        args.parallelism,
+    );
+    println!(
+        "eddy demo iot --replay {}: {} readings, one every {} s; checkpoints in {}",
+        file.display(),
+        series.readings.len(),
+        series.period_ms / 1000,
+        args.dir.display()
+    );
+    let mut q = pipeline.start()?;
+    run_to_end(&mut q, |_| {}).await?;
+    let (mut alerts, _) = status::committed_alerts(&args.dir)?;
+    alerts.sort_by_key(|a| (a.ts, a.rule));
+    let count = |dir: PathBuf| FileSink::<()>::read_committed(&dir).map_or(0, |l| l.len());
+    let summary = replay::ReplaySummary {
+        file: file.to_path_buf(),
+        readings: series.readings.len(),
+        skipped: series.skipped,
+        period_ms: series.period_ms,
+        windows: count(query::Outputs::windows(&args.dir)),
+        late_readings: count(query::Outputs::late(&args.dir)),
+        alerts,
+    };
+    println!("{summary}");
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(summary)
+}
+
+/// Runs `eddy demo iot` to its end (or Ctrl-C), prints and returns its
+/// summary.
+///
+/// # Errors
+/// Bad options, a directory started with other options, a query failure.
+pub async fn run_iot(args: &IotArgs) -> anyhow::Result<Summary> {
+    args.validate()?;
+    let fleet = Arc::new(Fleet::new(args.fleet_config()));
+    check_options(&args.dir, serde_json::json!(fleet.config()), args)?;
+    status::write_faults(&args.dir, &fleet)?;
+    let pipeline = checkpointed_pipeline(args);
     let rate = (args.rate > 0).then_some(args.rate);
     let newest_ts = Arc::new(AtomicI64::new(i64::MIN));
     let readings = query::fleet_readings(&pipeline, fleet.clone(), rate, newest_ts.clone());
@@ -234,28 +337,13 @@ pub async fn run_iot(args: &IotArgs) -> anyhow::Result<Summary> {
     if let Some(epoch) = q.checkpoint_stats().and_then(|s| s.restored_epoch) {
         println!("resumed from checkpoint {epoch} in {}", args.dir.display());
     }
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut printed = tokio::time::Instant::now();
     let printer = status::StatusPrinter::new(fleet.clone(), live);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                if q.is_finished() {
-                    break;
-                }
-                if printed.elapsed() >= Duration::from_secs(1) && !args.quiet {
-                    printed = tokio::time::Instant::now();
-                    println!("{}", printer.line(&q));
-                }
-            }
-            _ = tokio::signal::ctrl_c() => {
-                println!("stopping: draining what is in flight and committing it");
-                break;
-            }
+    run_to_end(&mut q, |q| {
+        if !args.quiet {
+            println!("{}", printer.line(q));
         }
-    }
-    q.stop().await?;
+    })
+    .await?;
     let summary = status::summarise(&args.dir, &fleet, &q)?;
     println!("{summary}");
     println!(
@@ -280,19 +368,22 @@ mod tests {
             dir: dir.path().join("demo"),
             ..Default::default()
         };
-        check_options(&args.dir, &args.fleet_config(), &args).unwrap();
-        check_options(&args.dir, &args.fleet_config(), &args).unwrap();
+        check_options(&args.dir, serde_json::json!(args.fleet_config()), &args).unwrap();
+        check_options(&args.dir, serde_json::json!(args.fleet_config()), &args).unwrap();
         let other = IotArgs {
             seed: 2,
             ..args.clone()
         };
-        let e = check_options(&other.dir, &other.fleet_config(), &other).unwrap_err();
+        let e =
+            check_options(&other.dir, serde_json::json!(other.fleet_config()), &other).unwrap_err();
         assert!(e.to_string().contains("other options"), "{e}");
         let rocks = IotArgs {
             rocksdb: true,
             ..args.clone()
         };
-        assert!(check_options(&rocks.dir, &rocks.fleet_config(), &rocks).is_err());
+        assert!(
+            check_options(&rocks.dir, serde_json::json!(rocks.fleet_config()), &rocks).is_err()
+        );
     }
 
     #[test]
