@@ -12,8 +12,10 @@
 //!         ─ sink "alerts" (exactly-once files: alerts/)
 //! ```
 //!
-//! Every stateful operator is named, so a rerun on the same checkpoint
-//! directory finds its state.
+//! Durations are the fleet's ([`Scale::FLEET`]); `--replay` runs the same
+//! query over a recorded series at that series' scale. Every stateful
+//! operator is named, so a rerun on the same checkpoint directory finds
+//! its state.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
