@@ -3,7 +3,8 @@
 //! A continuous-processing dataflow engine: long-running operator tasks joined
 //! by bounded channels process records one at a time, for sub-millisecond
 //! latency. This crate is the facade: it re-exports the typed API
-//! ([`prelude`]) and hosts the `eddy` command-line tool.
+//! ([`prelude`]) and hosts the `eddy` command-line tool, with its IoT
+//! anomaly-detection demo ([`demo`]).
 //!
 //! | crate | what it holds |
 //! | --- | --- |
@@ -23,6 +24,7 @@ pub use eddy_runtime as runtime;
 
 pub mod bench;
 pub mod checkpoint_bench;
+pub mod demo;
 pub mod dir_job;
 pub mod jobs;
 pub mod join_job;

@@ -120,6 +120,11 @@ enum Command {
         #[arg(long)]
         connections: Option<u64>,
     },
+    /// Demos: `eddy demo iot`, anomaly detection over a simulated fleet.
+    Demo {
+        #[command(subcommand)]
+        which: eddy::demo::DemoCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -458,6 +463,7 @@ fn main() -> anyhow::Result<()> {
                 tokio::task::spawn_blocking(move || eddy::loadgen::serve(&config)).await??;
                 Ok(())
             }
+            Command::Demo { which } => eddy::demo::run(which).await,
             Command::Bench { which } => match which {
                 BenchCommand::SnapshotBytes {
                     keys,
