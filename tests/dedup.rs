@@ -7,6 +7,7 @@
 //! the bound the watermark has not reached, and none once it passes all.
 //! Seeded; the seed is printed (`EDDY_DEDUP_SEED` replays).
 
+mod property;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,12 +173,7 @@ fn run(case: &Case) -> Answer {
 }
 
 fn seed() -> u64 {
-    let seed = std::env::var("EDDY_DEDUP_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
-    println!("EDDY_DEDUP_SEED={seed}");
-    seed
+    property::seed("EDDY_DEDUP_SEED")
 }
 
 fn random_case(rng: &mut impl Rng) -> Case {
@@ -209,11 +205,7 @@ fn dedup_equals_the_batch_dedup_within_the_bound() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
     for parallelism in [1, 2, 4] {
         for backend in [Backend::Memory, Backend::RocksDb] {
-            for trigger in [
-                Trigger::continuous(Duration::from_millis(5)),
-                Trigger::ProcessingTime(Duration::from_millis(5)),
-                Trigger::AvailableNow,
-            ] {
+            for trigger in property::triggers() {
                 let mut case = random_case(&mut rng);
                 case.parallelism = parallelism;
                 case.backend = backend;

@@ -7,6 +7,7 @@
 //! state (the late-row rule is unit-tested next to the operator, where the
 //! watermark a row meets is fixed).
 
+mod property;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -164,12 +165,7 @@ fn run(case: &Case) -> (Vec<Joined>, u64) {
 }
 
 fn seed() -> u64 {
-    let seed = std::env::var("EDDY_JOIN_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
-    println!("EDDY_JOIN_SEED={seed}");
-    seed
+    property::seed("EDDY_JOIN_SEED")
 }
 
 fn random_case(rng: &mut impl Rng, kind: JoinKind) -> Case {
@@ -208,11 +204,7 @@ fn random_case(rng: &mut impl Rng, kind: JoinKind) -> Case {
 }
 
 fn triggers() -> Vec<Trigger> {
-    vec![
-        Trigger::continuous(Duration::from_millis(5)),
-        Trigger::ProcessingTime(Duration::from_millis(5)),
-        Trigger::AvailableNow,
-    ]
+    property::triggers().to_vec()
 }
 
 fn sweep(kinds: [JoinKind; 2], salt: u64) {

@@ -7,6 +7,7 @@
 //! replays). Also: timeouts and state TTL on tokio's paused clock, and
 //! `update_state_by_key`.
 
+mod property;
 mod window_model;
 
 use std::collections::BTreeMap;
@@ -133,12 +134,7 @@ fn check(case: &Case) {
 }
 
 fn seed() -> u64 {
-    let seed = std::env::var("EDDY_PROCESS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
-    println!("EDDY_PROCESS_SEED={seed}");
-    seed
+    property::seed("EDDY_PROCESS_SEED")
 }
 
 fn random_case(rng: &mut impl Rng) -> Case {
@@ -170,11 +166,7 @@ fn a_sessioniser_with_timers_equals_the_batch_sessionisation() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed());
     for parallelism in [1, 2, 4] {
         for backend in [Backend::Memory, Backend::RocksDb] {
-            for trigger in [
-                Trigger::continuous(Duration::from_millis(5)),
-                Trigger::ProcessingTime(Duration::from_millis(5)),
-                Trigger::AvailableNow,
-            ] {
+            for trigger in property::triggers() {
                 let mut case = random_case(&mut rng);
                 case.parallelism = parallelism;
                 case.backend = backend;

@@ -4,6 +4,7 @@
 //! at parallelism 1, 2 and 4, on the memory and the RocksDB backend, under
 //! every trigger. Seeded; the seed is printed (`EDDY_WINDOW_SEED` replays).
 
+mod property;
 mod window_model;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -216,12 +217,7 @@ fn check(case: &Case) {
 }
 
 fn seed() -> u64 {
-    let seed = std::env::var("EDDY_WINDOW_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
-    println!("EDDY_WINDOW_SEED={seed}");
-    seed
+    property::seed("EDDY_WINDOW_SEED")
 }
 
 fn random_case(rng: &mut impl Rng, spec_kind: usize) -> Case {
@@ -263,11 +259,7 @@ fn random_case(rng: &mut impl Rng, spec_kind: usize) -> Case {
 }
 
 fn triggers() -> Vec<Trigger> {
-    vec![
-        Trigger::continuous(Duration::from_millis(5)),
-        Trigger::ProcessingTime(Duration::from_millis(5)),
-        Trigger::AvailableNow,
-    ]
+    property::triggers().to_vec()
 }
 
 /// Every spec x parallelism x backend x trigger once, the aggregation and
