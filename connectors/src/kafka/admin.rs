@@ -77,7 +77,43 @@ pub fn create_topic(
             }
         }
     }
-    Ok(())
+    wait_until_listed(brokers, topic, partitions, timeout)
+}
+
+/// Waits until a listing of all the cluster's topics shows `topic` with
+/// `partitions` partitions. A broker acknowledges a creation before every
+/// metadata answer shows it; a pattern source that lists the topics then
+/// could miss it (seen with noida-db under load: one of two source
+/// instances dealt partitions from a listing without the new topic).
+fn wait_until_listed(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+) -> Result<(), AdminError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "eddy-admin-listing")
+        .create()
+        .map_err(err("creating a consumer"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let md = consumer
+            .fetch_metadata(None, timeout)
+            .map_err(err("listing topics"))?;
+        let listed = md.topics().iter().any(|t| {
+            t.name() == topic
+                && t.error().is_none()
+                && t.partitions().len() == partitions.max(0) as usize
+        });
+        if listed {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(AdminError::Timeout(format!("topic {topic} to be listed")));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Drives a future to completion on this thread (the admin client's
