@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use eddy_checkpoint::{
+use eddy::checkpoint::{
     BackendFactory, CheckpointStore, KeyedTable, Manifest, MemoryBackendFactory,
     RocksBackendFactory, StateHandle, TaskId, TaskSnapshot,
 };

@@ -2,9 +2,10 @@
 //!
 //! A continuous-processing dataflow engine: long-running operator tasks joined
 //! by bounded channels process records one at a time, for sub-millisecond
-//! latency. This crate is the facade: it re-exports the typed API
-//! ([`prelude`]) and hosts the `eddy` command-line tool, with its IoT
-//! anomaly-detection demo ([`demo`]).
+//! latency. This crate is what an embedder depends on: it re-exports the
+//! engine's crates and the typed API ([`prelude`]). The `eddy` command (the
+//! IoT demo, the benchmark harness, the load generator) lives in the
+//! `eddy-cli` package, so depending on `eddy` compiles none of it.
 //!
 //! | crate | what it holds |
 //! | --- | --- |
@@ -21,18 +22,6 @@ pub use eddy_checkpoint as checkpoint;
 pub use eddy_connectors as connectors;
 pub use eddy_operators as operators;
 pub use eddy_runtime as runtime;
-
-pub mod bench;
-pub mod checkpoint_bench;
-pub mod demo;
-pub mod dir_job;
-pub mod jobs;
-pub mod join_job;
-pub mod kafka_bench;
-pub mod kafka_job;
-pub mod loadgen;
-pub mod report;
-pub mod snapshot_bytes;
 
 /// Everything needed to write and run a pipeline.
 pub mod prelude {

@@ -34,6 +34,7 @@ pub struct InstanceMetrics {
     late_records: AtomicU64,
     dropped_records: AtomicU64,
     watermark: AtomicI64,
+    max_event_time: AtomicI64,
 }
 
 impl InstanceMetrics {
@@ -56,6 +57,7 @@ impl InstanceMetrics {
             late_records: AtomicU64::new(0),
             dropped_records: AtomicU64::new(0),
             watermark: AtomicI64::new(crate::record::NO_TIMESTAMP),
+            max_event_time: AtomicI64::new(crate::record::NO_TIMESTAMP),
         }
     }
 
@@ -105,6 +107,18 @@ impl InstanceMetrics {
     /// before the first).
     pub fn watermark(&self) -> crate::record::Timestamp {
         self.watermark.load(Ordering::Relaxed)
+    }
+
+    /// Records the highest event time a source instance has stamped.
+    pub fn set_max_event_time(&self, t: crate::record::Timestamp) {
+        self.max_event_time.store(t, Ordering::Relaxed);
+    }
+
+    /// The highest event time this (source) instance has stamped
+    /// ([`NO_TIMESTAMP`](crate::record::NO_TIMESTAMP) before the first, and
+    /// for every other instance).
+    pub fn max_event_time(&self) -> crate::record::Timestamp {
+        self.max_event_time.load(Ordering::Relaxed)
     }
 
     /// Records how long the last marker alignment held inputs back.

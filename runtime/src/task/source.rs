@@ -140,6 +140,7 @@ impl<T: Data, S: Source<T>> SourceTask<T, S> {
         self.idle = false;
         self.splits.clear();
         gen.assign(buf, self.clock.now_ms(), &mut self.splits);
+        self.metrics.set_max_event_time(gen.state().max_timestamp);
         // The source's own progress after this poll (a partitioned source:
         // its slowest active partition) caps the watermark from now on;
         // the records above were judged against the previous poll's cap.
@@ -169,6 +170,7 @@ impl<T: Data, S: Source<T>> SourceTask<T, S> {
     }
 
     async fn send_watermark(&mut self, time: i64, created_ns: u64) -> Result<(), TaskFailure> {
+        self.metrics.set_watermark(time);
         self.router
             .broadcast(Message::Watermark(Watermark { time, created_ns }))
             .await?;
