@@ -211,6 +211,17 @@ impl QueryMetrics {
         all
     }
 
+    /// The latency histograms of the instances of sink `operator` merged.
+    pub fn merged_latency_of(&self, operator: &str) -> Histogram<u64> {
+        let mut all = new_latency_histogram();
+        for m in self.instances() {
+            if let (true, Some(h)) = (m.operator == operator, &m.latency) {
+                let _ = all.add(&*h.lock().expect("latency lock"));
+            }
+        }
+        all
+    }
+
     /// Clears the sinks' latency histograms (e.g. after a warm-up).
     pub fn reset_latency(&self) {
         for m in self.instances() {

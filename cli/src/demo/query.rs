@@ -9,7 +9,8 @@
 //!  │    └─ late ── sink "late-readings" (exactly-once files: late/)
 //!  └─ key_by(sensor) ─ process "health" (stuck run, silence timer) ─ stuck / silence alerts
 //! alerts: union ─ key_by(sensor, rule) ─ dedup "dedup" (10 s of event time)
-//!         ─ sink "alerts" (exactly-once files: alerts/)
+//!         ─┬─ sink "alerts" (exactly-once files: alerts/)
+//!          └─ sink "alerts-live" (at-least-once files, visible on write: alerts-live/)
 //! ```
 //!
 //! Durations are the fleet's ([`Scale::FLEET`]); `--replay` runs the same
@@ -92,6 +93,10 @@ impl Outputs {
     /// Committed alerts.
     pub fn alerts(dir: &Path) -> std::path::PathBuf {
         dir.join("alerts")
+    }
+    /// Alerts as written, at least once.
+    pub fn live_alerts(dir: &Path) -> std::path::PathBuf {
+        dir.join("alerts-live")
     }
     /// Committed window aggregates.
     pub fn windows(dir: &Path) -> std::path::PathBuf {
@@ -176,7 +181,7 @@ pub fn build(
         .set_parallelism(parallelism);
 
     let counts = alerts.clone();
-    thresholds
+    let alerts_out = thresholds
         .union(zscores)
         .union(health)
         .key_by(|a: &Alert| (a.sensor, a.rule))
@@ -184,10 +189,25 @@ pub fn build(
         .set_parallelism(parallelism)
         .inspect(move |a: &Alert| counts.record(a))
         .name("count-alerts")
-        .set_parallelism(parallelism)
+        .set_parallelism(parallelism);
+    alerts_out
+        .clone()
         .sink(
             "alerts",
             FileSink::new(Outputs::alerts(dir), Delivery::ExactlyOnce, Alert::line),
+        )
+        .set_parallelism(parallelism);
+    // The same alerts, visible as soon as they are written (a pager's
+    // feed); after a crash the replayed epoch writes some again, which a
+    // reader drops by (sensor, rule, ts).
+    alerts_out
+        .sink(
+            "alerts-live",
+            FileSink::new(
+                Outputs::live_alerts(dir),
+                Delivery::AtLeastOnce,
+                Alert::line,
+            ),
         )
         .set_parallelism(parallelism);
     alerts

@@ -172,6 +172,14 @@ pub struct Summary {
     /// Wall-clock latency from a record's creation to its visibility at the
     /// sinks (commit, for these exactly-once sinks), this process's records.
     pub visibility: Option<LatencySummary>,
+    /// Wall-clock latency from the creation of the record an alert was
+    /// decided on (for a window rule: the record whose watermark closed
+    /// the window) to the alert's write at the `alerts-live` sink.
+    pub alert_latency_live: Option<LatencySummary>,
+    /// The same to the alert's commit at the exactly-once `alerts` sink.
+    pub alert_latency_committed: Option<LatencySummary>,
+    /// Readings this process read, per second of its wall time.
+    pub readings_per_second: f64,
 }
 
 fn committed(dir: &Path) -> anyhow::Result<Vec<String>> {
@@ -234,7 +242,23 @@ pub fn summarise(dir: &Path, fleet: &Fleet, q: &Query) -> anyhow::Result<Summary
         score: score(fleet, &alerts, until),
         checkpoints: stats.completed,
         resumed_from: stats.restored_epoch,
-        visibility: q.progress().latency,
+        visibility: {
+            let mut h = q.metrics().merged_latency_of("window-aggregates");
+            for sink in ["late-readings", "alerts"] {
+                let _ = h.add(q.metrics().merged_latency_of(sink));
+            }
+            LatencySummary::from_histogram(&h)
+        },
+        alert_latency_live: LatencySummary::from_histogram(
+            &q.metrics().merged_latency_of("alerts-live"),
+        ),
+        alert_latency_committed: LatencySummary::from_histogram(
+            &q.metrics().merged_latency_of("alerts"),
+        ),
+        readings_per_second: {
+            let p = q.progress();
+            p.input_rows as f64 / p.elapsed_secs.max(1e-9)
+        },
     })
 }
 
@@ -283,6 +307,27 @@ impl std::fmt::Display for Summary {
                 crate::report::format_latency(l.max_us)
             )?;
         }
+        for (what, l) in [
+            ("written (alerts-live)", &self.alert_latency_live),
+            ("committed (alerts)", &self.alert_latency_committed),
+        ] {
+            if let Some(l) = l {
+                writeln!(
+                    f,
+                    "alert latency, deciding record created -> alert {what}: p50 {}  p99 {}  \
+                     max {}  ({} alerts)",
+                    crate::report::format_latency(l.p50_us),
+                    crate::report::format_latency(l.p99_us),
+                    crate::report::format_latency(l.max_us),
+                    l.count
+                )?;
+            }
+        }
+        writeln!(
+            f,
+            "input: {:.0} readings/s of wall time",
+            self.readings_per_second
+        )?;
         write!(
             f,
             "checkpoints completed: {}{}",
