@@ -107,6 +107,11 @@ pub struct IotArgs {
     /// or HOST:PORT).
     #[arg(long, value_parser = crate::http::parse_addr)]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Also write the window aggregates and the alerts, exactly once, to
+    /// the Kafka topics eddy-demo-windows and eddy-demo-alerts on these
+    /// brokers (created when missing); the files stay.
+    #[arg(long)]
+    pub kafka: Option<String>,
 }
 
 impl Default for IotArgs {
@@ -129,6 +134,7 @@ impl Default for IotArgs {
             replay: None,
             ui_addr: None,
             metrics_addr: None,
+            kafka: None,
         }
     }
 }
@@ -191,11 +197,16 @@ const OPTIONS_FILE: &str = "demo-options.json";
 /// with what differs.
 fn check_options(dir: &Path, input: serde_json::Value, args: &IotArgs) -> anyhow::Result<()> {
     let path = dir.join(OPTIONS_FILE);
-    let now = serde_json::json!({
+    let mut now = serde_json::json!({
         "input": input,
         "parallelism": args.parallelism,
         "rocksdb": args.rocksdb,
     });
+    // Kafka sinks change the plan; a directory started without them
+    // (or before they existed) keeps its options file as it was.
+    if args.kafka.is_some() {
+        now["kafka"] = serde_json::json!(true);
+    }
     match std::fs::read(&path) {
         Ok(bytes) => {
             let before: serde_json::Value = serde_json::from_slice(&bytes)
@@ -312,6 +323,7 @@ pub async fn run_replay(args: &IotArgs, file: &Path) -> anyhow::Result<replay::R
         series.horizon(),
         &args.dir,
         args.parallelism,
+        None,
     );
     println!(
         "eddy demo iot --replay {}: {} readings, one every {} s; checkpoints in {}",
@@ -356,12 +368,29 @@ pub async fn run_iot(args: &IotArgs) -> anyhow::Result<Summary> {
     let rate = (args.rate > 0).then_some(args.rate);
     let newest_ts = Arc::new(AtomicI64::new(i64::MIN));
     let readings = query::fleet_readings(&pipeline, fleet.clone(), rate, newest_ts.clone());
+    if let Some(brokers) = &args.kafka {
+        for topic in [query::KAFKA_WINDOWS_TOPIC, query::KAFKA_ALERTS_TOPIC] {
+            // The admin client blocks: off the runtime's threads.
+            let (b, partitions) = (brokers.clone(), args.parallelism as i32);
+            tokio::task::spawn_blocking(move || {
+                eddy::connectors::kafka::admin::create_topic(
+                    &b,
+                    topic,
+                    partitions,
+                    Duration::from_secs(30),
+                )
+            })
+            .await?
+            .with_context(|| format!("creating topic {topic} on {brokers}"))?;
+        }
+    }
     let alerts = query::build(
         readings,
         query::Scale::FLEET,
         fleet.end_ms(),
         &args.dir,
         args.parallelism,
+        args.kafka.as_deref(),
     );
     let live = query::Live {
         newest_ts: newest_ts.clone(),

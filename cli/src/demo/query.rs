@@ -11,6 +11,8 @@
 //! alerts: union ─ key_by(sensor, rule) ─ dedup "dedup" (10 s of event time)
 //!         ─┬─ sink "alerts" (exactly-once files: alerts/)
 //!          └─ sink "alerts-live" (at-least-once files, visible on write: alerts-live/)
+//! with --kafka: window results and alerts also go, exactly once, to the
+//! topics eddy-demo-windows and eddy-demo-alerts
 //! ```
 //!
 //! Durations are the fleet's ([`Scale::FLEET`]); `--replay` runs the same
@@ -30,6 +32,7 @@ use super::rules::{
     WindowStats, ZScore,
 };
 use super::source::FleetSource;
+use eddy::connectors::{KafkaSink, ProducerRecord};
 use eddy::prelude::*;
 use eddy::runtime::record::Timestamp;
 
@@ -76,6 +79,13 @@ impl Scale {
 fn millis(ms: i64) -> Duration {
     Duration::from_millis(ms.max(1) as u64)
 }
+
+/// The topic of the window aggregates with `--kafka` (key: the sensor;
+/// value: the line of the `windows/` files).
+pub const KAFKA_WINDOWS_TOPIC: &str = "eddy-demo-windows";
+/// The topic of the alerts with `--kafka` (key: the sensor; value: the
+/// line of the `alerts/` files).
+pub const KAFKA_ALERTS_TOPIC: &str = "eddy-demo-alerts";
 
 /// What the running query shares with the live status.
 #[derive(Debug, Clone)]
@@ -136,6 +146,7 @@ pub fn build(
     horizon: Timestamp,
     dir: &Path,
     parallelism: usize,
+    kafka: Option<&str>,
 ) -> Arc<AlertFeed> {
     let alerts = Arc::new(AlertFeed::default());
     let (windows, late) = readings
@@ -145,6 +156,7 @@ pub fn build(
         .name("windows")
         .aggregate_with_late(WindowStats);
     let windows = windows.set_parallelism(parallelism);
+    let windows_to_kafka = windows.clone();
     windows
         .clone()
         .sink(
@@ -200,6 +212,31 @@ pub fn build(
     // The same alerts, visible as soon as they are written (a pager's
     // feed); after a crash the replayed epoch writes some again, which a
     // reader drops by (sensor, rule, ts).
+    if let Some(brokers) = kafka {
+        windows_to_kafka
+            .sink(
+                "kafka-windows",
+                KafkaSink::exactly_once(
+                    brokers,
+                    KAFKA_WINDOWS_TOPIC,
+                    dir.join("kafka-staging").join("windows"),
+                    |w: &SensorWindow| ProducerRecord::keyed(w.key.to_string(), window_line(w)),
+                ),
+            )
+            .set_parallelism(parallelism);
+        alerts_out
+            .clone()
+            .sink(
+                "kafka-alerts",
+                KafkaSink::exactly_once(
+                    brokers,
+                    KAFKA_ALERTS_TOPIC,
+                    dir.join("kafka-staging").join("alerts"),
+                    |a: &Alert| ProducerRecord::keyed(a.sensor.to_string(), a.line()),
+                ),
+            )
+            .set_parallelism(parallelism);
+    }
     alerts_out
         .sink(
             "alerts-live",
