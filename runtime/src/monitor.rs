@@ -158,6 +158,29 @@ impl QueryMonitor {
         self.inner.started
     }
 
+    /// Records the query's sources emitted and its sinks received so far.
+    pub fn totals(&self) -> (u64, u64) {
+        let (mut input, mut output) = (0, 0);
+        for m in self.inner.metrics.instances() {
+            match self.kind_of(&m.operator) {
+                Some(NodeKind::Source) => input += m.records_out(),
+                Some(NodeKind::Sink) => output += m.records_in(),
+                _ => {}
+            }
+        }
+        (input, output)
+    }
+
+    /// What the node called `name` is.
+    pub fn kind_of(&self, name: &str) -> Option<NodeKind> {
+        self.inner
+            .logical
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.kind)
+    }
+
     /// Checkpoint counters, when the query checkpoints.
     pub fn checkpoint_stats(&self) -> Option<CheckpointStats> {
         self.inner
@@ -170,20 +193,12 @@ impl QueryMonitor {
     /// (of any clone of this monitor, or of the query).
     pub fn progress(&self) -> QueryProgress {
         let instances = self.inner.metrics.instances();
-        let kind_of = |name: &str| {
-            self.inner
-                .logical
-                .nodes
-                .iter()
-                .find(|n| n.name == name)
-                .map(|n| n.kind)
-        };
         let mut input = 0;
         let mut output = 0;
         let mut queued = 0;
         let mut per = Vec::with_capacity(instances.len());
         for m in &instances {
-            match kind_of(&m.operator) {
+            match self.kind_of(&m.operator) {
                 Some(NodeKind::Source) => input += m.records_out(),
                 Some(NodeKind::Sink) => output += m.records_in(),
                 _ => {}

@@ -30,9 +30,12 @@
 
 use std::fmt::Write;
 
+use crate::metrics::InstanceMetrics;
 use crate::monitor::QueryMonitor;
-use crate::plan::NodeKind;
 use crate::record::NO_TIMESTAMP;
+
+/// How a per-instance family reads its value (`None`: no sample).
+type PerInstance<'a> = &'a dyn Fn(&InstanceMetrics) -> Option<f64>;
 
 /// A Prometheus text exposition being written: a `# HELP` and `# TYPE`
 /// header per family, then its samples.
@@ -131,118 +134,91 @@ impl QueryMonitor {
     /// own before or after them.
     pub fn write_prometheus(&self, e: &mut Exposition) {
         let instances = self.metrics().instances();
-        let kind_of = |name: &str| {
-            self.logical()
-                .nodes
-                .iter()
-                .find(|n| n.name == name)
-                .map(|n| n.kind)
-        };
-        let labels: Vec<(String, String)> = instances
-            .iter()
-            .map(|m| (m.operator.clone(), m.instance.to_string()))
-            .collect();
-        let per_instance =
-            |e: &mut Exposition, name: &str, value: &dyn Fn(usize) -> Option<f64>| {
-                for (i, (op, inst)) in labels.iter().enumerate() {
-                    if let Some(v) = value(i) {
-                        e.sample(name, &[("operator", op), ("instance", inst)], v);
-                    }
-                }
-            };
-
-        e.family(
-            "eddy_records_in_total",
-            "Records read by an operator instance.",
-            Kind::Counter,
-        );
-        per_instance(e, "eddy_records_in_total", &|i| {
-            Some(instances[i].records_in() as f64)
-        });
-        e.family(
-            "eddy_records_out_total",
-            "Records emitted by an operator instance.",
-            Kind::Counter,
-        );
-        per_instance(e, "eddy_records_out_total", &|i| {
-            Some(instances[i].records_out() as f64)
-        });
-        e.family(
-            "eddy_queued_records",
-            "Records queued on an instance's input edges (sent, not yet received).",
-            Kind::Gauge,
-        );
-        per_instance(e, "eddy_queued_records", &|i| {
-            Some(instances[i].queued_input() as f64)
-        });
-        e.family(
-            "eddy_late_records_total",
-            "Records behind the watermark (dropped or sent to the late side output).",
-            Kind::Counter,
-        );
-        per_instance(e, "eddy_late_records_total", &|i| {
-            Some(instances[i].late_records() as f64)
-        });
-        e.family(
-            "eddy_dropped_records_total",
-            "Records an operator dropped on purpose (duplicates).",
-            Kind::Counter,
-        );
-        per_instance(e, "eddy_dropped_records_total", &|i| {
-            Some(instances[i].dropped_records() as f64)
-        });
-
-        let watermark = |i: usize| Some(instances[i].watermark()).filter(|&w| w != NO_TIMESTAMP);
-        e.family(
-            "eddy_watermark_milliseconds",
-            "An instance's watermark: event time, milliseconds since the epoch.",
-            Kind::Gauge,
-        );
-        per_instance(e, "eddy_watermark_milliseconds", &|i| {
-            watermark(i).map(|w| w as f64)
-        });
         let newest = instances
             .iter()
             .map(|m| m.max_event_time())
             .filter(|&t| t != NO_TIMESTAMP)
             .max();
-        e.family(
-            "eddy_event_time_max_milliseconds",
-            "The newest event time a source instance stamped, milliseconds.",
-            Kind::Gauge,
-        );
-        per_instance(e, "eddy_event_time_max_milliseconds", &|i| {
-            Some(instances[i].max_event_time())
-                .filter(|&t| t != NO_TIMESTAMP)
-                .map(|t| t as f64)
-        });
-        e.family(
-            "eddy_watermark_lag_seconds",
-            "The newest event time any source stamped less an instance's watermark.",
-            Kind::Gauge,
-        );
-        per_instance(e, "eddy_watermark_lag_seconds", &|i| {
-            let (w, n) = (watermark(i)?, newest?);
-            // The end-of-input watermark is not a lag.
-            (w < i64::MAX).then(|| (n.saturating_sub(w)).max(0) as f64 / 1000.0)
-        });
-        e.family(
-            "eddy_alignment_max_seconds",
-            "The longest time a marker alignment held an instance's inputs back.",
-            Kind::Gauge,
-        );
-        per_instance(e, "eddy_alignment_max_seconds", &|i| {
-            Some(instances[i].max_alignment_ns() as f64 / 1e9)
-        });
-
-        let (mut input, mut output) = (0u64, 0u64);
-        for m in &instances {
-            match kind_of(&m.operator) {
-                Some(NodeKind::Source) => input += m.records_out(),
-                Some(NodeKind::Sink) => output += m.records_in(),
-                _ => {}
+        let watermark = |m: &InstanceMetrics| Some(m.watermark()).filter(|&w| w != NO_TIMESTAMP);
+        let families: [(&str, &str, Kind, PerInstance); 9] = [
+            (
+                "eddy_records_in_total",
+                "Records read by an operator instance.",
+                Kind::Counter,
+                &|m| Some(m.records_in() as f64),
+            ),
+            (
+                "eddy_records_out_total",
+                "Records emitted by an operator instance.",
+                Kind::Counter,
+                &|m| Some(m.records_out() as f64),
+            ),
+            (
+                "eddy_queued_records",
+                "Records queued on an instance's input edges (sent, not yet received).",
+                Kind::Gauge,
+                &|m| Some(m.queued_input() as f64),
+            ),
+            (
+                "eddy_late_records_total",
+                "Records behind the watermark (dropped or sent to the late side output).",
+                Kind::Counter,
+                &|m| Some(m.late_records() as f64),
+            ),
+            (
+                "eddy_dropped_records_total",
+                "Records an operator dropped on purpose (duplicates).",
+                Kind::Counter,
+                &|m| Some(m.dropped_records() as f64),
+            ),
+            (
+                "eddy_watermark_milliseconds",
+                "An instance's watermark: event time, milliseconds since the epoch.",
+                Kind::Gauge,
+                &|m| watermark(m).map(|w| w as f64),
+            ),
+            (
+                "eddy_event_time_max_milliseconds",
+                "The newest event time a source instance stamped, milliseconds.",
+                Kind::Gauge,
+                &|m| {
+                    Some(m.max_event_time())
+                        .filter(|&t| t != NO_TIMESTAMP)
+                        .map(|t| t as f64)
+                },
+            ),
+            (
+                "eddy_watermark_lag_seconds",
+                "The newest event time any source stamped less an instance's watermark.",
+                Kind::Gauge,
+                // The end-of-input watermark is not a lag.
+                &|m| {
+                    let (w, n) = (watermark(m)?, newest?);
+                    (w < i64::MAX).then(|| n.saturating_sub(w).max(0) as f64 / 1000.0)
+                },
+            ),
+            (
+                "eddy_alignment_max_seconds",
+                "The longest time a marker alignment held an instance's inputs back.",
+                Kind::Gauge,
+                &|m| Some(m.max_alignment_ns() as f64 / 1e9),
+            ),
+        ];
+        for (name, help, kind, value) in families {
+            e.family(name, help, kind);
+            for m in &instances {
+                if let Some(v) = value(m) {
+                    let instance = m.instance.to_string();
+                    e.sample(
+                        name,
+                        &[("operator", &m.operator), ("instance", &instance)],
+                        v,
+                    );
+                }
             }
         }
+
+        let (input, output) = self.totals();
         e.family(
             "eddy_input_records_total",
             "Records the query's sources emitted.",

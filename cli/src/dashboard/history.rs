@@ -77,7 +77,7 @@ pub async fn sample(monitor: QueryMonitor, history: Arc<Mutex<History>>) {
     loop {
         tick.tick().await;
         let t = monitor.started().elapsed().as_secs_f64();
-        let (input, output) = totals(&monitor);
+        let (input, output) = monitor.totals();
         let mut now = monitor.metrics().merged_latency();
         let all = now.clone();
         // The histogram only grows unless someone reset it; then this
@@ -151,11 +151,7 @@ pub async fn sample(monitor: QueryMonitor, history: Arc<Mutex<History>>) {
 fn per_operator(monitor: &QueryMonitor) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for m in monitor.metrics().instances() {
-        let sink = monitor
-            .logical()
-            .nodes
-            .iter()
-            .any(|n| n.name == m.operator && n.kind == NodeKind::Sink);
+        let sink = monitor.kind_of(&m.operator) == Some(NodeKind::Sink);
         *out.entry(m.operator.clone()).or_default() += if sink {
             m.records_in()
         } else {
@@ -163,23 +159,4 @@ fn per_operator(monitor: &QueryMonitor) -> BTreeMap<String, u64> {
         };
     }
     out
-}
-
-/// Records the sources emitted and the sinks received.
-fn totals(monitor: &QueryMonitor) -> (u64, u64) {
-    let (mut input, mut output) = (0, 0);
-    for m in monitor.metrics().instances() {
-        match monitor
-            .logical()
-            .nodes
-            .iter()
-            .find(|n| n.name == m.operator)
-            .map(|n| n.kind)
-        {
-            Some(NodeKind::Source) => input += m.records_out(),
-            Some(NodeKind::Sink) => output += m.records_in(),
-            _ => {}
-        }
-    }
-    (input, output)
 }
