@@ -19,8 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the main job: a streaming word count over generated sentences,
-    /// printing progress every second.
+    /// Runs a streaming word count over generated sentences, printing
+    /// progress every second (the main job is `eddy demo iot`).
     Run {
         /// Seconds to run.
         #[arg(long, default_value_t = 10)]
@@ -31,6 +31,12 @@ enum Command {
         /// Parallelism of every operator.
         #[arg(long, default_value_t = 2)]
         parallelism: usize,
+        /// Serve the live dashboard here (a port, on loopback, or HOST:PORT).
+        #[arg(long, value_parser = eddy_cli::http::parse_addr)]
+        ui_addr: Option<std::net::SocketAddr>,
+        /// Serve Prometheus metrics on `/metrics` here.
+        #[arg(long, value_parser = eddy_cli::http::parse_addr)]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Runs running count and sum per key over a bounded generator into an
     /// exactly-once file sink, checkpointing into `--dir`; restarted on the
@@ -374,7 +380,9 @@ fn main() -> anyhow::Result<()> {
                 seconds,
                 rate,
                 parallelism,
-            } => run_word_count(seconds, rate, parallelism).await,
+                ui_addr,
+                metrics_addr,
+            } => run_word_count(seconds, rate, parallelism, ui_addr, metrics_addr).await,
             Command::Totals {
                 dir,
                 limit,
@@ -548,7 +556,13 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn run_word_count(seconds: u64, rate: u64, parallelism: usize) -> anyhow::Result<()> {
+async fn run_word_count(
+    seconds: u64,
+    rate: u64,
+    parallelism: usize,
+    ui_addr: Option<std::net::SocketAddr>,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
     let pipeline = Pipeline::new();
     // The latest count per word: memory follows the vocabulary, not the
     // number of updates or the run time.
@@ -564,6 +578,12 @@ async fn run_word_count(seconds: u64, rate: u64, parallelism: usize) -> anyhow::
         counts.clone(),
     );
     let mut query = pipeline.start()?;
+    let hooks = eddy_cli::dashboard::AppHooks {
+        title: format!("word count, {rate} sentences/s"),
+        ..Default::default()
+    };
+    let _endpoints =
+        eddy_cli::dashboard::start(query.monitor(), hooks, ui_addr, metrics_addr).await?;
     println!("word count: {rate} sentences/s, parallelism {parallelism}, {seconds} s");
     for _ in 0..seconds {
         tokio::time::sleep(Duration::from_secs(1)).await;
