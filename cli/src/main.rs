@@ -31,12 +31,9 @@ enum Command {
         /// Parallelism of every operator.
         #[arg(long, default_value_t = 2)]
         parallelism: usize,
-        /// Serve the live dashboard here (a port, on loopback, or HOST:PORT).
-        #[arg(long, value_parser = eddy_cli::http::parse_addr)]
-        ui_addr: Option<std::net::SocketAddr>,
-        /// Serve Prometheus metrics on `/metrics` here.
-        #[arg(long, value_parser = eddy_cli::http::parse_addr)]
-        metrics_addr: Option<std::net::SocketAddr>,
+        /// The dashboard and Prometheus endpoints.
+        #[command(flatten)]
+        endpoints: eddy_cli::dashboard::EndpointArgs,
     },
     /// Runs running count and sum per key over a bounded generator into an
     /// exactly-once file sink, checkpointing into `--dir`; restarted on the
@@ -380,9 +377,8 @@ fn main() -> anyhow::Result<()> {
                 seconds,
                 rate,
                 parallelism,
-                ui_addr,
-                metrics_addr,
-            } => run_word_count(seconds, rate, parallelism, ui_addr, metrics_addr).await,
+                endpoints,
+            } => run_word_count(seconds, rate, parallelism, &endpoints).await,
             Command::Totals {
                 dir,
                 limit,
@@ -560,8 +556,7 @@ async fn run_word_count(
     seconds: u64,
     rate: u64,
     parallelism: usize,
-    ui_addr: Option<std::net::SocketAddr>,
-    metrics_addr: Option<std::net::SocketAddr>,
+    endpoints: &eddy_cli::dashboard::EndpointArgs,
 ) -> anyhow::Result<()> {
     let pipeline = Pipeline::new();
     // The latest count per word: memory follows the vocabulary, not the
@@ -582,8 +577,7 @@ async fn run_word_count(
         title: format!("word count, {rate} sentences/s"),
         ..Default::default()
     };
-    let _endpoints =
-        eddy_cli::dashboard::start(query.monitor(), hooks, ui_addr, metrics_addr).await?;
+    let _endpoints = eddy_cli::dashboard::start(query.monitor(), hooks, endpoints).await?;
     println!("word count: {rate} sentences/s, parallelism {parallelism}, {seconds} s");
     for _ in 0..seconds {
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -49,6 +49,19 @@ pub struct AppHooks {
     pub metrics: Option<MetricFamilies>,
 }
 
+/// Where a command serves its endpoints: `--ui-addr` and `--metrics-addr`
+/// (a port, on loopback, or HOST:PORT; port 0 picks a free one and prints
+/// it). Flattened into every command that runs a query.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EndpointArgs {
+    /// Serve the live dashboard here.
+    #[arg(long, value_parser = crate::http::parse_addr)]
+    pub ui_addr: Option<SocketAddr>,
+    /// Serve Prometheus metrics on `/metrics` here.
+    #[arg(long, value_parser = crate::http::parse_addr)]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
 /// The running endpoints; dropping it stops them.
 pub struct Endpoints {
     /// Where the dashboard listens.
@@ -122,18 +135,18 @@ pub fn graph_json(monitor: &QueryMonitor) -> serde_json::Value {
     json!({ "nodes": nodes, "edges": edges })
 }
 
-/// Starts the endpoints asked for: the dashboard on `ui` (with a sampler
-/// for its history), the Prometheus text on `metrics`. Prints where they
-/// listen.
+/// Starts the endpoints asked for: the dashboard on `ui_addr` (with a
+/// sampler for its history), the Prometheus text on `metrics_addr`.
+/// Prints where they listen.
 ///
 /// # Errors
 /// An address cannot be bound.
 pub async fn start(
     monitor: QueryMonitor,
     hooks: AppHooks,
-    ui: Option<SocketAddr>,
-    metrics: Option<SocketAddr>,
+    at: &EndpointArgs,
 ) -> std::io::Result<Endpoints> {
+    let (ui, metrics) = (at.ui_addr, at.metrics_addr);
     let mut out = Endpoints {
         ui: None,
         metrics: None,

@@ -99,14 +99,9 @@ pub struct IotArgs {
     /// data/water-flow.csv. The fleet options are then ignored.
     #[arg(long)]
     pub replay: Option<PathBuf>,
-    /// Serve the live dashboard here (a port, on loopback, or HOST:PORT;
-    /// port 0 picks a free one).
-    #[arg(long, value_parser = crate::http::parse_addr)]
-    pub ui_addr: Option<std::net::SocketAddr>,
-    /// Serve Prometheus metrics on `/metrics` here (a port, on loopback,
-    /// or HOST:PORT).
-    #[arg(long, value_parser = crate::http::parse_addr)]
-    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The dashboard and Prometheus endpoints.
+    #[command(flatten)]
+    pub endpoints: crate::dashboard::EndpointArgs,
     /// Also write the window aggregates and the alerts, exactly once, to
     /// the Kafka topics eddy-demo-windows and eddy-demo-alerts on these
     /// brokers (created when missing); the files stay.
@@ -132,8 +127,7 @@ impl Default for IotArgs {
             quiet: false,
             json: None,
             replay: None,
-            ui_addr: None,
-            metrics_addr: None,
+            endpoints: Default::default(),
             kafka: None,
         }
     }
@@ -399,8 +393,7 @@ pub async fn run_iot(args: &IotArgs) -> anyhow::Result<Summary> {
     println!("{}", status::banner(args, &fleet));
     let mut q = pipeline.start()?;
     let hooks = dashboard_hooks(&fleet, alerts, newest_ts);
-    let _endpoints =
-        crate::dashboard::start(q.monitor(), hooks, args.ui_addr, args.metrics_addr).await?;
+    let _endpoints = crate::dashboard::start(q.monitor(), hooks, &args.endpoints).await?;
     if let Some(epoch) = q.checkpoint_stats().and_then(|s| s.restored_epoch) {
         println!("resumed from checkpoint {epoch} in {}", args.dir.display());
     }
