@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::error::OperatorError;
 use crate::record::{Record, Timestamp, NO_TIMESTAMP};
-use crate::timers::{encode_key, ProcessingClock, TimeDomain, Timer, TimerService};
+use crate::timers::{ProcessingClock, TimeDomain, Timer, TimerService};
 
 /// What an operator instance emitted since the runtime last took it: the
 /// main output, the side output and counters. The runtime owns it.
@@ -161,7 +161,7 @@ impl<'a, O, S> Collector<'a, O, S> {
         time: Timestamp,
         key: &K,
     ) -> Result<(), OperatorError> {
-        self.timers.register(domain, time, encode_key(key)?)
+        self.timers.register_key(domain, time, key)
     }
 
     /// Deletes the timer for `key` at `time` in `domain`, if any.
@@ -174,7 +174,7 @@ impl<'a, O, S> Collector<'a, O, S> {
         time: Timestamp,
         key: &K,
     ) -> Result<(), OperatorError> {
-        self.timers.delete(domain, time, &encode_key(key)?)
+        self.timers.delete_key(domain, time, key)
     }
 }
 

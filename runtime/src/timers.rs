@@ -9,7 +9,9 @@
 //! - Event-time timers fire when the input watermark reaches their time
 //!   (`time <= watermark`), processing-time timers when the clock does; the
 //!   task wakes for the next processing-time timer even on a quiet input.
-//!   Within a domain, timers fire in `(time, key)` order; a timer an
+//!   Within a domain, timers fire in time order, and timers of one time
+//!   in an order fixed by their keys (a stable hash of the key, then the
+//!   key): the same in every run and after every recovery. A timer an
 //!   operator registers while timers fire fires in the same pass if due.
 //! - Each epoch's net change (registered minus fired or deleted) is
 //!   written to the instance's backend (prefix `__timers`) when the runtime
@@ -19,6 +21,8 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use eddy_checkpoint::{codec, ManagedState, StateBackend, WriteOp};
 use serde::{de::DeserializeOwned, Serialize};
@@ -53,7 +57,7 @@ pub struct Timer {
     /// Its time (ms).
     pub time: Timestamp,
     /// The key it was registered under, encoded.
-    pub key: Vec<u8>,
+    pub key: Arc<[u8]>,
 }
 
 impl Timer {
@@ -66,11 +70,37 @@ impl Timer {
     }
 }
 
-/// Encodes a timer key.
-pub(crate) fn encode_key<K: Serialize + ?Sized>(key: &K) -> Result<Vec<u8>, OperatorError> {
-    let mut out = Vec::new();
-    eddy_checkpoint::codec::encode_into(key, &mut out)?;
-    Ok(out)
+/// A timer in the ordered sets: its time, a stable hash of its encoded
+/// key, the key. Comparing two timers almost never reaches the key bytes
+/// (the time or the hash differ), and the key is shared, not copied,
+/// between the set and the epoch's change map.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Slot {
+    time: Timestamp,
+    hash: u64,
+    key: Arc<[u8]>,
+}
+
+impl Slot {
+    fn new(time: Timestamp, key: &[u8]) -> Self {
+        let mut h = crate::keys::StableHasher::default();
+        h.write(key);
+        h.write_usize(key.len());
+        Self {
+            time,
+            hash: h.finish(),
+            key: Arc::from(key),
+        }
+    }
+}
+
+/// Hashes what is cheap and nearly unique (equal slots have equal times
+/// and hashes, so this agrees with `Eq`).
+impl Hash for Slot {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_i64(self.time);
+        state.write_u64(self.hash);
+    }
 }
 
 /// The processing clock of a task: wall-clock milliseconds that advance
@@ -108,6 +138,7 @@ impl ProcessingClock {
     }
 }
 
+/// A timer as stored in the backend (its encoding is the row key).
 type TimerRow = (u8, Timestamp, Vec<u8>);
 
 /// The backend key prefix of the timers (as a keyed table named
@@ -131,10 +162,12 @@ type ChangeHasher = foldhash::fast::RandomState;
 /// written when all are encoded (before the next marker's, so the backend
 /// always sees the epochs in order).
 pub struct TimerService {
-    event: BTreeSet<(Timestamp, Vec<u8>)>,
-    processing: BTreeSet<(Timestamp, Vec<u8>)>,
+    event: BTreeSet<Slot>,
+    processing: BTreeSet<Slot>,
     backend: Box<dyn StateBackend>,
-    changes: HashMap<TimerRow, bool, ChangeHasher>,
+    changes: HashMap<(TimeDomain, Slot), bool, ChangeHasher>,
+    /// Reused to encode the keys of registered and deleted timers.
+    scratch: Vec<u8>,
     flushing: Option<Flush>,
     /// Whether a timer was ever registered or restored (the instance then
     /// has state to snapshot).
@@ -143,7 +176,7 @@ pub struct TimerService {
 
 /// The changes of a closed epoch, being encoded.
 struct Flush {
-    changes: Vec<(TimerRow, bool)>,
+    changes: Vec<((TimeDomain, Slot), bool)>,
     pos: usize,
     ops: Vec<WriteOp>,
 }
@@ -159,9 +192,9 @@ impl TimerService {
         backend.scan_prefix(PREFIX, &mut |k, _| {
             let (domain, time, key): TimerRow = codec::decode_body(&k[PREFIX.len()..])?;
             if domain == 0 {
-                event.insert((time, key));
+                event.insert(Slot::new(time, &key));
             } else {
-                processing.insert((time, key));
+                processing.insert(Slot::new(time, &key));
             }
             Ok(())
         })?;
@@ -171,6 +204,7 @@ impl TimerService {
             processing,
             backend,
             changes: HashMap::default(),
+            scratch: Vec::new(),
             flushing: None,
         })
     }
@@ -181,7 +215,7 @@ impl TimerService {
             .expect("an empty memory backend opens")
     }
 
-    fn set(&mut self, domain: TimeDomain) -> &mut BTreeSet<(Timestamp, Vec<u8>)> {
+    fn set(&mut self, domain: TimeDomain) -> &mut BTreeSet<Slot> {
         match domain {
             TimeDomain::EventTime => &mut self.event,
             TimeDomain::ProcessingTime => &mut self.processing,
@@ -190,7 +224,7 @@ impl TimerService {
 
     /// A timer joined the set: it is to be written, unless it was removed
     /// earlier this epoch (then it is still in the backend).
-    fn added(&mut self, row: TimerRow) {
+    fn added(&mut self, row: (TimeDomain, Slot)) {
         match self.changes.entry(row) {
             Entry::Occupied(e) => {
                 if !*e.get() {
@@ -205,7 +239,7 @@ impl TimerService {
 
     /// A timer left the set: it is to be deleted, unless it was registered
     /// this epoch (then it never reached the backend).
-    fn removed(&mut self, row: TimerRow) {
+    fn removed(&mut self, row: (TimeDomain, Slot)) {
         match self.changes.entry(row) {
             Entry::Occupied(e) => {
                 if *e.get() {
@@ -226,13 +260,33 @@ impl TimerService {
         &mut self,
         domain: TimeDomain,
         time: Timestamp,
-        key: Vec<u8>,
+        key: &[u8],
     ) -> Result<(), OperatorError> {
         self.used = true;
-        if self.set(domain).insert((time, key.clone())) {
-            self.added((domain.tag(), time, key));
+        let slot = Slot::new(time, key);
+        if self.set(domain).insert(slot.clone()) {
+            self.added((domain, slot));
         }
         Ok(())
+    }
+
+    /// Registers a timer for `key`, encoded (see [`Self::register`]).
+    ///
+    /// # Errors
+    /// Encoding errors.
+    pub fn register_key<K: Serialize + ?Sized>(
+        &mut self,
+        domain: TimeDomain,
+        time: Timestamp,
+        key: &K,
+    ) -> Result<(), OperatorError> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        let r = codec::encode_into(key, &mut buf)
+            .map_err(OperatorError::from)
+            .and_then(|()| self.register(domain, time, &buf));
+        self.scratch = buf;
+        r
     }
 
     /// Deletes a timer, if registered.
@@ -245,11 +299,30 @@ impl TimerService {
         time: Timestamp,
         key: &[u8],
     ) -> Result<(), OperatorError> {
-        let k = (time, key.to_vec());
-        if self.set(domain).remove(&k) {
-            self.removed((domain.tag(), time, k.1));
+        let slot = Slot::new(time, key);
+        if let Some(slot) = self.set(domain).take(&slot) {
+            self.removed((domain, slot));
         }
         Ok(())
+    }
+
+    /// Deletes the timer for `key`, encoded (see [`Self::delete`]).
+    ///
+    /// # Errors
+    /// Encoding errors.
+    pub fn delete_key<K: Serialize + ?Sized>(
+        &mut self,
+        domain: TimeDomain,
+        time: Timestamp,
+        key: &K,
+    ) -> Result<(), OperatorError> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        let r = codec::encode_into(key, &mut buf)
+            .map_err(OperatorError::from)
+            .and_then(|()| self.delete(domain, time, &buf));
+        self.scratch = buf;
+        r
     }
 
     /// Removes and returns the earliest timer of `domain` due at `upto`.
@@ -263,19 +336,20 @@ impl TimerService {
     ) -> Result<Option<Timer>, OperatorError> {
         let set = self.set(domain);
         match set.first() {
-            Some((t, _)) if *t <= upto => {}
+            Some(first) if first.time <= upto => {}
             _ => return Ok(None),
         }
-        let (time, key) = set.pop_first().expect("checked above");
-        self.removed((domain.tag(), time, key.clone()));
+        let slot = set.pop_first().expect("checked above");
+        let (time, key) = (slot.time, slot.key.clone());
+        self.removed((domain, slot));
         Ok(Some(Timer { domain, time, key }))
     }
 
     /// The time of the earliest timer of `domain`.
     pub fn next_time(&self, domain: TimeDomain) -> Option<Timestamp> {
         match domain {
-            TimeDomain::EventTime => self.event.first().map(|(t, _)| *t),
-            TimeDomain::ProcessingTime => self.processing.first().map(|(t, _)| *t),
+            TimeDomain::EventTime => self.event.first().map(|s| s.time),
+            TimeDomain::ProcessingTime => self.processing.first().map(|s| s.time),
         }
     }
 
@@ -316,9 +390,9 @@ impl ManagedState for TimerService {
             return Ok(true);
         };
         let end = f.changes.len().min(f.pos.saturating_add(budget));
-        for (row, put) in &f.changes[f.pos..end] {
+        for ((domain, slot), put) in &f.changes[f.pos..end] {
             let mut k = PREFIX.to_vec();
-            codec::encode_into(row, &mut k)?;
+            codec::encode_into(&(domain.tag(), slot.time, &slot.key[..]), &mut k)?;
             f.ops.push(if *put {
                 WriteOp::Put(k, codec::encode(&())?)
             } else {
@@ -342,7 +416,9 @@ mod tests {
     use eddy_checkpoint::SharedBackend;
 
     fn key(k: u32) -> Vec<u8> {
-        encode_key(&k).unwrap()
+        let mut out = Vec::new();
+        codec::encode_into(&k, &mut out).unwrap();
+        out
     }
 
     fn drain(s: &mut TimerService, domain: TimeDomain, upto: Timestamp) -> Vec<(Timestamp, u32)> {
@@ -357,23 +433,44 @@ mod tests {
     fn timers_fire_in_time_order_and_only_when_due() {
         let mut s = TimerService::in_memory();
         for (t, k) in [(30, 1), (10, 2), (20, 3), (10, 1)] {
-            s.register(TimeDomain::EventTime, t, key(k)).unwrap();
+            s.register(TimeDomain::EventTime, t, &key(k)).unwrap();
         }
         assert_eq!(drain(&mut s, TimeDomain::EventTime, 5), vec![]);
-        assert_eq!(
-            drain(&mut s, TimeDomain::EventTime, 20),
-            vec![(10, 1), (10, 2), (20, 3)]
-        );
+        let mut due = drain(&mut s, TimeDomain::EventTime, 20);
+        assert!(due.windows(2).all(|w| w[0].0 <= w[1].0), "time order");
+        due.sort();
+        assert_eq!(due, vec![(10, 1), (10, 2), (20, 3)]);
         assert_eq!(drain(&mut s, TimeDomain::EventTime, 100), vec![(30, 1)]);
         assert!(s.is_empty());
+    }
+
+    /// Timers of one time fire in an order fixed by their keys: the same
+    /// for two services registered in different orders, and after a
+    /// restore from the backend.
+    #[test]
+    fn timers_of_one_time_fire_in_the_same_order_in_every_run() {
+        let shared = SharedBackend::new(Box::new(eddy_checkpoint::MemoryBackend::new()));
+        let mut a = TimerService::open(Box::new(shared.clone())).unwrap();
+        let mut b = TimerService::in_memory();
+        for k in 0..100u32 {
+            a.register(TimeDomain::EventTime, 7, &key(k)).unwrap();
+            b.register(TimeDomain::EventTime, 7, &key(99 - k)).unwrap();
+        }
+        a.begin_flush().unwrap();
+        while !a.flush_step(usize::MAX).unwrap() {}
+        let mut restored = TimerService::open(Box::new(shared)).unwrap();
+        let order = drain(&mut a, TimeDomain::EventTime, 7);
+        assert_eq!(order.len(), 100);
+        assert_eq!(drain(&mut b, TimeDomain::EventTime, 7), order);
+        assert_eq!(drain(&mut restored, TimeDomain::EventTime, 7), order);
     }
 
     #[test]
     fn timers_are_deduplicated_and_deletable() {
         let mut s = TimerService::in_memory();
-        s.register(TimeDomain::EventTime, 10, key(1)).unwrap();
-        s.register(TimeDomain::EventTime, 10, key(1)).unwrap();
-        s.register(TimeDomain::EventTime, 11, key(1)).unwrap();
+        s.register(TimeDomain::EventTime, 10, &key(1)).unwrap();
+        s.register(TimeDomain::EventTime, 10, &key(1)).unwrap();
+        s.register(TimeDomain::EventTime, 11, &key(1)).unwrap();
         assert_eq!(s.len(), 2);
         s.delete(TimeDomain::EventTime, 11, &key(1)).unwrap();
         s.delete(TimeDomain::EventTime, 99, &key(1)).unwrap();
@@ -383,8 +480,8 @@ mod tests {
     #[test]
     fn event_and_processing_time_are_separate_clocks() {
         let mut s = TimerService::in_memory();
-        s.register(TimeDomain::EventTime, 10, key(1)).unwrap();
-        s.register(TimeDomain::ProcessingTime, 5, key(2)).unwrap();
+        s.register(TimeDomain::EventTime, 10, &key(1)).unwrap();
+        s.register(TimeDomain::ProcessingTime, 5, &key(2)).unwrap();
         assert_eq!(s.next_time(TimeDomain::ProcessingTime), Some(5));
         assert_eq!(drain(&mut s, TimeDomain::ProcessingTime, 100), vec![(5, 2)]);
         assert_eq!(s.next_time(TimeDomain::EventTime), Some(10));
@@ -395,15 +492,15 @@ mod tests {
     fn timers_pending_at_a_flush_are_restored_and_later_ones_are_not() {
         let shared = SharedBackend::new(Box::new(eddy_checkpoint::MemoryBackend::new()));
         let mut s = TimerService::open(Box::new(shared.clone())).unwrap();
-        s.register(TimeDomain::EventTime, 10, key(1)).unwrap();
-        s.register(TimeDomain::ProcessingTime, 20, key(2)).unwrap();
-        s.register(TimeDomain::EventTime, 30, key(3)).unwrap();
+        s.register(TimeDomain::EventTime, 10, &key(1)).unwrap();
+        s.register(TimeDomain::ProcessingTime, 20, &key(2)).unwrap();
+        s.register(TimeDomain::EventTime, 30, &key(3)).unwrap();
         // The marker: the flush captures these three, in steps.
         s.begin_flush().unwrap();
         // After the marker: one fires, one is added; the flush still
         // writes the marker-time set (copy on write).
         assert_eq!(drain(&mut s, TimeDomain::EventTime, 10), vec![(10, 1)]);
-        s.register(TimeDomain::EventTime, 40, key(4)).unwrap();
+        s.register(TimeDomain::EventTime, 40, &key(4)).unwrap();
         while !s.flush_step(1).unwrap() {}
         let mut r = TimerService::open(Box::new(shared.clone())).unwrap();
         assert_eq!(
@@ -432,25 +529,25 @@ mod tests {
             n
         };
         let mut s = TimerService::open(Box::new(shared.clone())).unwrap();
-        s.register(TimeDomain::EventTime, 10, key(1)).unwrap();
-        s.register(TimeDomain::EventTime, 20, key(2)).unwrap();
+        s.register(TimeDomain::EventTime, 10, &key(1)).unwrap();
+        s.register(TimeDomain::EventTime, 20, &key(2)).unwrap();
         assert_eq!(drain(&mut s, TimeDomain::EventTime, 10), vec![(10, 1)]);
         s.begin_flush().unwrap();
         while !s.flush_step(usize::MAX).unwrap() {}
         assert_eq!(rows(&shared), 1, "only (20, 2) was written");
         // (20, 2) fires, comes back, fires again: deleted.
         assert_eq!(drain(&mut s, TimeDomain::EventTime, 20), vec![(20, 2)]);
-        s.register(TimeDomain::EventTime, 20, key(2)).unwrap();
+        s.register(TimeDomain::EventTime, 20, &key(2)).unwrap();
         assert_eq!(drain(&mut s, TimeDomain::EventTime, 20), vec![(20, 2)]);
         s.begin_flush().unwrap();
         while !s.flush_step(1).unwrap() {}
         assert_eq!(rows(&shared), 0);
         // Fired and registered again within an epoch: still there.
-        s.register(TimeDomain::EventTime, 30, key(3)).unwrap();
+        s.register(TimeDomain::EventTime, 30, &key(3)).unwrap();
         s.begin_flush().unwrap();
         while !s.flush_step(1).unwrap() {}
         assert_eq!(drain(&mut s, TimeDomain::EventTime, 30), vec![(30, 3)]);
-        s.register(TimeDomain::EventTime, 30, key(3)).unwrap();
+        s.register(TimeDomain::EventTime, 30, &key(3)).unwrap();
         s.begin_flush().unwrap();
         while !s.flush_step(1).unwrap() {}
         let mut r = TimerService::open(Box::new(shared.clone())).unwrap();
