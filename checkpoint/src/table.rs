@@ -80,6 +80,11 @@ struct Pending<K> {
     pos: usize,
     /// The batch being built: the marker-time values.
     ops: Vec<WriteOp>,
+    /// Keys whose marker-time value is a delete: once the batch is
+    /// written the backend knows them absent, and the cache drops those not
+    /// changed since (a closed window, an expired key), so it holds live
+    /// entries only instead of growing with every key ever removed.
+    removed: Vec<K>,
 }
 
 /// The cache's hasher: foldhash, seeded per process. Every record does a
@@ -206,6 +211,12 @@ where
     /// Read-modify-write of the value under `key`: `f` sees the current value
     /// (or `None`) and may change, set or clear it. Returns what `f` returns.
     pub fn update<R>(&mut self, key: &K, f: impl FnOnce(&mut Option<V>) -> R) -> Result<R> {
+        // The common case, a key changed again within an epoch: one lookup.
+        if let Some(entry) = self.cache.get_mut(key) {
+            if entry.dirty_gen == self.gen {
+                return Ok(f(&mut entry.value));
+            }
+        }
         if !self.cache.contains_key(key) {
             self.load(key)?;
         }
@@ -273,6 +284,7 @@ where
                 ops: Vec::with_capacity(keys.len()),
                 keys,
                 pos: 0,
+                removed: Vec::new(),
             });
             // What an earlier flush held back is written now.
             self.overshoot_until = 0;
@@ -300,6 +312,9 @@ where
                         .push(encode_op(&self.prefix, k, e.value.as_ref())?);
                     // Not clean yet: the backend gets it with the batch.
                     e.dirty_gen = closed | ENCODED;
+                    if e.value.is_none() {
+                        pending.removed.push(k.clone());
+                    }
                 }
             }
         }
@@ -307,12 +322,22 @@ where
         if end < pending.keys.len() {
             return Ok(false);
         }
-        let ops = std::mem::take(&mut pending.ops);
-        self.pending = None;
+        let Pending { ops, removed, .. } = self.pending.take().expect("checked above");
         if !ops.is_empty() {
             self.backend.write_batch(ops)?;
         }
         self.written_gen = closed;
+        for k in &removed {
+            // Still the delete this batch wrote (not changed since): the
+            // backend answers the same, so the entry needs no memory.
+            if self
+                .cache
+                .get(k)
+                .is_some_and(|e| e.value.is_none() && e.dirty_gen == closed | ENCODED)
+            {
+                self.cache.remove(k);
+            }
+        }
         Ok(true)
     }
 
@@ -437,6 +462,45 @@ where
 mod tests {
     use super::*;
     use crate::backend::MemoryBackend;
+
+    /// Entries whose delete a flush wrote leave the cache (it holds live
+    /// entries only); one changed again after the marker stays, and every
+    /// key reads back as the backend and the cache agree.
+    #[test]
+    fn removed_entries_leave_the_cache_once_their_delete_is_written() {
+        let mut t: KeyedTable<u64, u64> = KeyedTable::new(Box::new(MemoryBackend::new()), "w");
+        for k in 0..100 {
+            t.update(&k, |v| *v = Some(k)).unwrap();
+        }
+        t.flush().unwrap();
+        for k in 0..50 {
+            t.remove(&k).unwrap();
+        }
+        t.remove(&60).unwrap();
+        t.update(&60, |v| *v = Some(1)).unwrap();
+        t.remove(&80).unwrap();
+        t.begin_flush().unwrap();
+        // After the marker: 80 is set again before its delete is encoded
+        // (copy on write), 90 is removed in the next epoch.
+        t.update(&80, |v| *v = Some(5)).unwrap();
+        t.remove(&90).unwrap();
+        while !t.flush_step(7).unwrap() {}
+        assert_eq!(t.cache.len(), 50, "0..50 dropped; 80 and 90 kept");
+        for k in 0..50 {
+            assert_eq!(t.get(&k).unwrap(), None);
+        }
+        assert_eq!(t.get(&60).unwrap(), Some(&1));
+        assert_eq!(t.get(&80).unwrap(), Some(&5));
+        assert_eq!(t.get(&90).unwrap(), None);
+        t.flush().unwrap();
+        let mut left = 0;
+        t.for_each(|_, _| {
+            left += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(left, 49, "50..100 less 90");
+    }
 
     #[test]
     fn update_flush_and_reread() {
