@@ -174,18 +174,25 @@ impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> Running<I, O, S, Op> {
     }
 
     /// Fires the timers of `domain` due at `upto`, in time order, with the
-    /// creation stamp `created_ns`.
-    fn fire(
+    /// creation stamp `created_ns`. What they emit goes out as it
+    /// accumulates, so when one watermark fires many timers (every window
+    /// of a tumbling window ending at once) the next operators start on
+    /// the first results while the rest are computed.
+    async fn fire(
         &mut self,
         domain: TimeDomain,
         upto: Timestamp,
         created_ns: u64,
     ) -> Result<(), TaskFailure> {
+        let every = self.task.router.batch_size();
         while let Some(timer) = self.timers.pop_due(domain, upto)? {
             let watermark = self.task.inputs.current_watermark();
             let mut c = Collector::new(&mut self.output, &mut self.timers, &self.clock, watermark);
             c.set_input(timer.time, created_ns);
             self.task.op.on_timer(&timer, &mut c)?;
+            if self.output.main.len() >= every {
+                self.emit().await?;
+            }
         }
         Ok(())
     }
@@ -198,7 +205,7 @@ impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> Running<I, O, S, Op> {
         let now = self.clock.now_ms();
         if next <= now {
             let created = crate::record::now_ns();
-            self.fire(TimeDomain::ProcessingTime, now, created)?;
+            self.fire(TimeDomain::ProcessingTime, now, created).await?;
             self.emit().await?;
         }
         Ok(())
@@ -317,7 +324,8 @@ impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> Running<I, O, S, Op> {
     }
 
     async fn on_watermark(&mut self, w: Watermark) -> Result<(), TaskFailure> {
-        self.fire(TimeDomain::EventTime, w.time, w.created_ns)?;
+        self.fire(TimeDomain::EventTime, w.time, w.created_ns)
+            .await?;
         let mut c = collector!(self);
         c.set_input(w.time, w.created_ns);
         self.task.op.on_watermark(w.time, &mut c)?;
