@@ -14,6 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::decimal::push_fixed;
 use super::fleet::{Reading, SensorKind};
 use eddy::prelude::*;
 use eddy::runtime::record::Timestamp;
@@ -87,13 +88,9 @@ pub struct Alert {
 impl Alert {
     /// Its line in the alert files: `ts,sensor,rule,value`.
     pub fn line(&self) -> String {
-        format!(
-            "{},{},{},{:.3}",
-            self.ts,
-            self.sensor,
-            self.rule.name(),
-            self.value
-        )
+        let mut s = format!("{},{},{},", self.ts, self.sensor, self.rule.name());
+        push_fixed(&mut s, self.value, 3);
+        s
     }
 
     /// The alert of a line written by [`line`](Self::line).
@@ -168,20 +165,20 @@ pub type SensorWindow = WindowResult<u32, Stats>;
 /// The line of a window in the window files:
 /// `sensor,window start,count,min,max,mean`.
 pub fn window_line(w: &SensorWindow) -> String {
-    format!(
-        "{},{},{},{:.3},{:.3},{:.4}",
-        w.key,
-        w.window.start,
-        w.value.count,
-        w.value.min,
-        w.value.max,
-        w.value.mean()
-    )
+    let mut s = format!("{},{},{},", w.key, w.window.start, w.value.count);
+    push_fixed(&mut s, w.value.min, 3);
+    s.push(',');
+    push_fixed(&mut s, w.value.max, 3);
+    s.push(',');
+    push_fixed(&mut s, w.value.mean(), 4);
+    s
 }
 
 /// The line of a late reading in the late-reading files: `sensor,ts,value`.
 pub fn late_line(r: &Reading) -> String {
-    format!("{},{},{:.3}", r.sensor, r.ts, r.value)
+    let mut s = format!("{},{},", r.sensor, r.ts);
+    push_fixed(&mut s, r.value, 3);
+    s
 }
 
 /// One row of the threshold table: the healthy range of a sensor kind.
@@ -316,8 +313,10 @@ pub struct HealthState {
     pub repeats: u32,
     /// Whether this run of repeats was reported.
     pub stuck_reported: bool,
-    /// The pending silence timer (`last_ts + silence_ms`).
-    pub silence_at: Option<Timestamp>,
+    /// Whether the silence ending at `last_ts + silence_ms` was reported.
+    pub silence_reported: bool,
+    /// The pending silence timer, at or before `last_ts + silence_ms`.
+    pub timer_at: Option<Timestamp>,
 }
 
 /// The stuck-sensor and silence rules, a keyed process function over a
@@ -326,16 +325,23 @@ pub struct HealthState {
 /// - **Stuck**: [`STUCK_REPEATS`] readings in a row with the same value
 ///   raise one alert (at the last one's event time); a different value
 ///   ends the run.
-/// - **Silence**: an *event-time* timer at `last + silence_ms`, moved on
-///   by every reading. Event time, not processing time: a processing-time
+/// - **Silence**: no reading for `silence_ms` of event time after the last
+///   one (the deadline `last + silence_ms`). One *event-time* timer per
+///   sensor follows the deadline lazily: a reading only moves the deadline
+///   (no timer is deleted or registered per reading); when the timer fires
+///   before the deadline it is registered again at the deadline, and when
+///   it fires at the deadline the alert is raised. The alert is raised when
+///   the watermark passes the deadline, as a timer moved on by every
+///   reading would, with a timer operation per silence period instead of
+///   two per reading. Event time, not processing time: a processing-time
 ///   timer would fire depending on the input rate and the machine's speed,
 ///   and the demo's alerts must be the same in every run and after every
-///   recovery. To be exact whatever the watermark's timing, the silence is
-///   also found from the input: a reading whose time is `silence_ms` or
-///   more past the previous one means the timer's time passed in between,
-///   so the alert is raised there (at the timer's time) if the timer has
-///   not fired yet. Timers at or after `horizon` (the end of a bounded
-///   run, where every timer fires) raise nothing.
+///   recovery. To be exact whatever the watermark's timing, the silence
+///   is also found from the input: a reading at or past the deadline means
+///   the deadline passed in between, so the alert is raised there (at the
+///   deadline) unless the timer raised it already. Deadlines at or after
+///   `horizon` (the end of a bounded run, where every timer fires) raise
+///   nothing.
 ///
 /// Readings behind the watermark (late) are ignored here: the window
 /// operator counts them and sends them to its side output.
@@ -375,15 +381,14 @@ impl KeyedProcessFunction<Reading, u32> for Health {
         if fresh {
             s.last_ts = r.ts;
         }
-        if let Some(at) = s.silence_at {
-            if r.ts >= at {
-                if at < self.horizon {
-                    let alert = Self::silence(r.sensor, at, s.last_value);
-                    ctx.emit_at(alert, at);
-                }
-                ctx.delete_event_time_timer(at)?;
-                s.silence_at = None;
+        let deadline = s.last_ts.saturating_add(self.silence_ms.max(1));
+        if !fresh && !s.silence_reported && r.ts >= deadline {
+            // The deadline passed before this reading and the timer has not
+            // fired yet: the silence is found from the input.
+            if deadline < self.horizon {
+                ctx.emit_at(Self::silence(r.sensor, deadline, s.last_value), deadline);
             }
+            s.silence_reported = true;
         }
         if !fresh && r.value == s.last_value {
             s.repeats = s.repeats.saturating_add(1);
@@ -401,14 +406,14 @@ impl KeyedProcessFunction<Reading, u32> for Health {
                 value: r.value,
             });
         }
-        s.last_ts = s.last_ts.max(r.ts);
-        let at = s.last_ts.saturating_add(self.silence_ms.max(1));
-        if s.silence_at != Some(at) {
-            if let Some(old) = s.silence_at {
-                ctx.delete_event_time_timer(old)?;
-            }
+        if r.ts > s.last_ts {
+            s.last_ts = r.ts;
+            s.silence_reported = false;
+        }
+        if s.timer_at.is_none() {
+            let at = s.last_ts.saturating_add(self.silence_ms.max(1));
             ctx.register_event_time_timer(at)?;
-            s.silence_at = Some(at);
+            s.timer_at = Some(at);
         }
         ctx.set_state(s);
         Ok(())
@@ -422,13 +427,22 @@ impl KeyedProcessFunction<Reading, u32> for Health {
         let Some(mut s) = ctx.state().copied() else {
             return Ok(());
         };
-        if s.silence_at != Some(timer.time) {
+        if s.timer_at != Some(timer.time) {
             return Ok(());
         }
-        s.silence_at = None;
-        if timer.time < self.horizon {
-            let alert = Self::silence(*ctx.key(), timer.time, s.last_value);
-            ctx.emit_at(alert, timer.time);
+        s.timer_at = None;
+        let deadline = s.last_ts.saturating_add(self.silence_ms.max(1));
+        if deadline > timer.time {
+            // Readings moved the deadline on since the timer was set: follow
+            // it (this fires in the same pass if the watermark passed it).
+            ctx.register_event_time_timer(deadline)?;
+            s.timer_at = Some(deadline);
+        } else if !s.silence_reported {
+            if deadline < self.horizon {
+                let alert = Self::silence(*ctx.key(), deadline, s.last_value);
+                ctx.emit_at(alert, deadline);
+            }
+            s.silence_reported = true;
         }
         ctx.set_state(s);
         Ok(())
@@ -588,6 +602,37 @@ mod tests {
         let silence = (1_000 + SILENCE_MS, Rule::Silence, 1_000 + SILENCE_MS);
         assert_eq!(run(true), vec![silence]);
         assert_eq!(run(false), vec![silence]);
+    }
+
+    /// The silence timer follows the deadline lazily: one timer per sensor
+    /// however many readings arrive, and each silence still found once, at
+    /// its deadline, when the watermark passes it.
+    #[test]
+    fn one_silence_timer_per_sensor_and_each_silence_found_once() {
+        let mut h = HealthHarness::new(i64::MAX);
+        let mut registered = 0;
+        for ts in (0..=5_000).step_by(100) {
+            h.reading(ts, (ts % 700) as f64);
+            h.watermark(ts - 500);
+            registered = registered.max(h.timers.len());
+        }
+        assert_eq!(registered, 1, "one pending timer at most");
+        h.watermark(5_000 + SILENCE_MS - 1);
+        assert_eq!(h.alerts(), vec![], "not silent yet");
+        h.watermark(5_000 + SILENCE_MS);
+        let first = 5_000 + SILENCE_MS;
+        assert_eq!(h.alerts(), vec![(first, Rule::Silence, first)]);
+        assert!(h.timers.is_empty());
+        // Readings again, then a second silence found by the next reading
+        // before the watermark gets there.
+        for ts in (10_000..=11_000).step_by(100) {
+            h.reading(ts, (ts % 700) as f64);
+        }
+        h.reading(20_000, 1.0);
+        let second = 11_000 + SILENCE_MS;
+        assert_eq!(h.alerts(), vec![(second, Rule::Silence, second)]);
+        h.watermark(19_000);
+        assert_eq!(h.alerts(), vec![], "the timer found it reported");
     }
 
     #[test]
