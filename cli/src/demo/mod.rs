@@ -13,6 +13,7 @@
 //! - [`replay`]: the same query over a recorded series (`--replay FILE`).
 //! - [`status`]: the live status line and the final summary.
 
+pub mod decimal;
 pub mod feed;
 pub mod fleet;
 pub mod query;
