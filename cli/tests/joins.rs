@@ -325,3 +325,72 @@ fn latest_join_and_broadcast_state() {
         }
     });
 }
+
+/// The stream-static joins in a running pipeline at parallelism 2: left
+/// keeps misses as `None`, inner drops them, and `lookup_with` emits what
+/// its join function returns for each record and its key's row.
+#[test]
+fn static_table_lookups_left_inner_and_with_a_join_function() {
+    runtime().block_on(async {
+        let p = Pipeline::with_config(PipelineConfig {
+            default_parallelism: 2,
+            ..Default::default()
+        });
+        // Rows for keys 0..4; records for keys 0..6.
+        let rows: Vec<(u64, u64)> = (0..4).map(|k| (k, 100 * k)).collect();
+        let table = StaticTable::new(rows, |r: &(u64, u64)| r.0);
+        let records: Vec<(u64, u64)> = (0..300).map(|i| (i % 6, i)).collect();
+        let src = p.source("records", VecSource::new(records.clone()));
+        let left = CollectSink::new();
+        let inner = CollectSink::new();
+        let with = CollectSink::new();
+        src.clone()
+            .lookup_left(table.clone(), |r: &(u64, u64)| r.0)
+            .sink("left", left.clone());
+        src.clone()
+            .lookup_inner(table.clone(), |r: &(u64, u64)| r.0)
+            .sink("inner", inner.clone());
+        src.lookup_with(
+            table,
+            |r: &(u64, u64)| r.0,
+            |r, row: Option<&(u64, u64)>| Some(r.1 + row?.1).filter(|s| s % 2 == 0),
+        )
+        .sink("with", with.clone());
+        p.start().unwrap().await_termination().await.unwrap();
+
+        let mut want_left: Vec<(u64, u64, Option<u64>)> = records
+            .iter()
+            .map(|&(k, v)| (k, v, (k < 4).then_some(100 * k)))
+            .collect();
+        let mut got_left: Vec<_> = left
+            .values()
+            .into_iter()
+            .map(|((k, v), row)| (k, v, row.map(|r| r.1)))
+            .collect();
+        want_left.sort();
+        got_left.sort();
+        assert_eq!(got_left, want_left);
+        let mut want_inner: Vec<_> = want_left
+            .iter()
+            .filter_map(|&(k, v, r)| Some((k, v, r?)))
+            .collect();
+        let mut got_inner: Vec<_> = inner
+            .values()
+            .into_iter()
+            .map(|((k, v), row)| (k, v, row.1))
+            .collect();
+        want_inner.sort();
+        got_inner.sort();
+        assert_eq!(got_inner, want_inner);
+        let mut want_with: Vec<u64> = want_inner
+            .iter()
+            .map(|&(_, v, r)| v + r)
+            .filter(|s| s % 2 == 0)
+            .collect();
+        let mut got_with = with.values();
+        want_with.sort();
+        got_with.sort();
+        assert!(!want_with.is_empty());
+        assert_eq!(got_with, want_with);
+    });
+}

@@ -4,7 +4,7 @@
 //! fleet (1 instance, event time, watermark bound 500 ms)
 //!  ├─ key_by(sensor) ─ window "windows": 1 s tumbling, count/min/max/mean
 //!  │    ├─ main ─┬─ sink "window-aggregates" (exactly-once files: windows/)
-//!  │    │        ├─ lookup join "thresholds" (static table per sensor kind) ─ threshold alerts
+//!  │    │        ├─ lookup join "thresholds" (static table per sensor kind): threshold alerts
 //!  │    │        └─ key_by(sensor) ─ process "zscore" (running mean/deviation) ─ z-score alerts
 //!  │    └─ late ── sink "late-readings" (exactly-once files: late/)
 //!  └─ key_by(sensor) ─ process "health" (stuck run, silence timer) ─ stuck / silence alerts
@@ -173,11 +173,12 @@ pub fn build(
     let table = StaticTable::new(threshold_table(), |l| l.kind);
     let thresholds = windows
         .clone()
-        .lookup_left(table, |w: &SensorWindow| SensorKind::of(w.key))
+        .lookup_with(
+            table,
+            |w: &SensorWindow| SensorKind::of(w.key),
+            |w, limits| threshold_alert(&w, limits),
+        )
         .name("thresholds")
-        .set_parallelism(parallelism)
-        .flat_map(|(w, limits)| threshold_alert(&w, limits.as_ref()))
-        .name("threshold-alerts")
         .set_parallelism(parallelism);
     let zscores = windows
         .key_by(|w: &SensorWindow| w.key)

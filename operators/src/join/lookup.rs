@@ -115,9 +115,44 @@ pub trait LookupJoins<T> {
     where
         K: Hash + Eq + Send + Sync + 'static,
         V: Data + Sync;
+
+    /// Each record joined with the value of its key in `table` (or `None`)
+    /// by `join`, which emits what it returns: a lookup and the function
+    /// applied to its result in one operator, so the pair is never built
+    /// and sent on (Flink's join function, Spark's map after a
+    /// stream-static join).
+    fn lookup_with<K, V, O>(
+        self,
+        table: StaticTable<K, V>,
+        key: impl Fn(&T) -> K + Send + Sync + 'static,
+        join: impl Fn(T, Option<&V>) -> Option<O> + Send + Sync + 'static,
+    ) -> Stream<O>
+    where
+        K: Hash + Eq + Send + Sync + 'static,
+        V: Send + Sync + 'static,
+        O: Data;
 }
 
 impl<T: Data> LookupJoins<T> for Stream<T> {
+    fn lookup_with<K, V, O>(
+        self,
+        table: StaticTable<K, V>,
+        key: impl Fn(&T) -> K + Send + Sync + 'static,
+        join: impl Fn(T, Option<&V>) -> Option<O> + Send + Sync + 'static,
+    ) -> Stream<O>
+    where
+        K: Hash + Eq + Send + Sync + 'static,
+        V: Send + Sync + 'static,
+        O: Data,
+    {
+        let op = LookupJoin {
+            table,
+            key: Arc::new(key),
+            build: Arc::new(join),
+        };
+        self.transform("lookup_join", op)
+    }
+
     fn lookup_left<K, V>(
         self,
         table: StaticTable<K, V>,
