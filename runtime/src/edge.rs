@@ -203,11 +203,6 @@ impl<T: Clone> Router<T> {
         }
     }
 
-    /// Records per batch on each edge.
-    pub fn batch_size(&self) -> usize {
-        self.batch_size
-    }
-
     /// Whether this router has no outgoing edge (a sink's).
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()

@@ -74,6 +74,14 @@ const FLUSH_STEP: usize = 512;
 /// sustained load a flush is done before the next epoch's records are.
 const FLUSH_STEP_EVERY: usize = FLUSH_STEP;
 
+/// Timers fired between sending what they emitted and yielding: when one
+/// watermark fires many timers (every window of a tumbling window ends at
+/// once), the first results go on while the rest are computed, and the
+/// task does not hold its worker thread for the whole burst, so the
+/// operators downstream, and another instance firing the same watermark
+/// on the same worker, make progress meanwhile.
+const FIRE_CHUNK: usize = 128;
+
 /// A flush begun at a marker and not yet written.
 #[derive(Clone, Copy)]
 struct Flushing {
@@ -174,24 +182,24 @@ impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> Running<I, O, S, Op> {
     }
 
     /// Fires the timers of `domain` due at `upto`, in time order, with the
-    /// creation stamp `created_ns`. What they emit goes out as it
-    /// accumulates, so when one watermark fires many timers (every window
-    /// of a tumbling window ending at once) the next operators start on
-    /// the first results while the rest are computed.
+    /// creation stamp `created_ns`, in chunks of [`FIRE_CHUNK`].
     async fn fire(
         &mut self,
         domain: TimeDomain,
         upto: Timestamp,
         created_ns: u64,
     ) -> Result<(), TaskFailure> {
-        let every = self.task.router.batch_size();
+        let mut fired = 0usize;
         while let Some(timer) = self.timers.pop_due(domain, upto)? {
             let watermark = self.task.inputs.current_watermark();
             let mut c = Collector::new(&mut self.output, &mut self.timers, &self.clock, watermark);
             c.set_input(timer.time, created_ns);
             self.task.op.on_timer(&timer, &mut c)?;
-            if self.output.main.len() >= every {
+            fired += 1;
+            if fired % FIRE_CHUNK == 0 {
                 self.emit().await?;
+                self.flush_outputs().await?;
+                tokio::task::yield_now().await;
             }
         }
         Ok(())
