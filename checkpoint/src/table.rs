@@ -279,7 +279,10 @@ where
             self.flush_step(usize::MAX)?;
         }
         if !self.dirty_keys.is_empty() {
-            let keys = std::mem::take(&mut self.dirty_keys);
+            // The next epoch likely dirties as many: start it at that
+            // capacity instead of growing (and copying) from empty.
+            let cap = self.dirty_keys.len();
+            let keys = std::mem::replace(&mut self.dirty_keys, Vec::with_capacity(cap));
             self.pending = Some(Pending {
                 ops: Vec::with_capacity(keys.len()),
                 keys,

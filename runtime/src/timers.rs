@@ -375,7 +375,13 @@ impl ManagedState for TimerService {
             self.flush_step(usize::MAX)?;
         }
         if !self.changes.is_empty() {
-            let changes: Vec<_> = std::mem::take(&mut self.changes).into_iter().collect();
+            // The next epoch's map starts at this one's size instead of
+            // growing (and rehashing) from empty.
+            let fresh =
+                HashMap::with_capacity_and_hasher(self.changes.len(), ChangeHasher::default());
+            let changes: Vec<_> = std::mem::replace(&mut self.changes, fresh)
+                .into_iter()
+                .collect();
             self.flushing = Some(Flush {
                 ops: Vec::with_capacity(changes.len()),
                 changes,

@@ -4,7 +4,7 @@
 //! with a precision (`{:.3}`) takes core's exact-rounding path (Grisu, then
 //! Dragon on its fallback): about 6 % of the demo's CPU at 300 k readings/s,
 //! spent in the burst of 3,000 windows every watermark closes. Scaling to an
-//! integer and writing its digits is an order of magnitude cheaper. The text
+//! integer and writing its digits avoids that path. The text
 //! is the same as `{:.N}`'s except at exact ties of the scaled value, where
 //! the product's own rounding decides, and for a negative value that
 //! rounds to zero, written without its sign; every run writes the same
