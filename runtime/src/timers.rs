@@ -280,11 +280,20 @@ impl TimerService {
         time: Timestamp,
         key: &K,
     ) -> Result<(), OperatorError> {
+        self.with_encoded(key, |s, k| s.register(domain, time, k))
+    }
+
+    /// Runs `f` with `key` encoded into the reused buffer.
+    fn with_encoded<K: Serialize + ?Sized>(
+        &mut self,
+        key: &K,
+        f: impl FnOnce(&mut Self, &[u8]) -> Result<(), OperatorError>,
+    ) -> Result<(), OperatorError> {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         let r = codec::encode_into(key, &mut buf)
             .map_err(OperatorError::from)
-            .and_then(|()| self.register(domain, time, &buf));
+            .and_then(|()| f(self, &buf));
         self.scratch = buf;
         r
     }
@@ -316,13 +325,7 @@ impl TimerService {
         time: Timestamp,
         key: &K,
     ) -> Result<(), OperatorError> {
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
-        let r = codec::encode_into(key, &mut buf)
-            .map_err(OperatorError::from)
-            .and_then(|()| self.delete(domain, time, &buf));
-        self.scratch = buf;
-        r
+        self.with_encoded(key, |s, k| s.delete(domain, time, k))
     }
 
     /// Removes and returns the earliest timer of `domain` due at `upto`.
