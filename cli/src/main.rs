@@ -366,11 +366,8 @@ async fn run_kafka_count(args: KafkaCountArgs) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    // The demo runs about twenty tasks and fires a few thousand windows at
-    // once: on a machine of two cores, two workers leave a task woken
-    // behind such a burst waiting for one of them (alert p99 4.8-6.3 ms
-    // with 2 workers, 4.3-4.5 ms with 4, for 10 % less peak input;
-    // docs/benchmarks.md).
+    // The demo's ~20 tasks and window bursts: 4 workers on 2 cores cut alert
+    // p99 (4.3-4.5 ms against 4.6-6.3 ms; docs/benchmarks.md, session 8).
     let default = match cli.command {
         Command::Demo { .. } => cores.max(4),
         _ => cores,
