@@ -107,23 +107,7 @@ enum Command {
     /// `created_us,seq,key` lines to every client at a fixed rate, stamped
     /// with their scheduled time (no coordinated omission); reports per
     /// second on stderr how far behind schedule it is.
-    Loadgen {
-        /// Address to listen on (port 0: a free port, printed on stdout).
-        #[arg(long, default_value = "127.0.0.1:9999")]
-        addr: String,
-        /// Lines per second per connection (0: as fast as the client reads).
-        #[arg(long, default_value_t = 100_000)]
-        rate: u64,
-        /// Distinct keys.
-        #[arg(long, default_value_t = 10_000)]
-        keys: u64,
-        /// Lines per connection (default: until the client disconnects).
-        #[arg(long)]
-        limit: Option<u64>,
-        /// Exit after serving this many connections (default: never).
-        #[arg(long)]
-        connections: Option<u64>,
-    },
+    Loadgen(eddy_cli::loadgen::LoadgenConfig),
     /// Demos: `eddy demo iot`, anomaly detection over a simulated fleet.
     Demo {
         #[command(subcommand)]
@@ -308,6 +292,10 @@ struct LatencyArgs {
     /// default cap of 1,000,000.
     #[arg(long)]
     max_records_per_batch: Option<u64>,
+    /// With `--input loadgen`: how the generator paces its lines (`hybrid`,
+    /// `sleep`, `yield`; see `eddy loadgen --help`).
+    #[arg(long, default_value = "hybrid")]
+    loadgen_pacing: eddy_cli::loadgen::Pacing,
     /// Run without checkpoints (by default: RocksDB state, checkpoints every
     /// second in continuous mode and at every micro-batch).
     #[arg(long)]
@@ -457,20 +445,7 @@ fn main() -> anyhow::Result<()> {
                 );
                 Ok(())
             }
-            Command::Loadgen {
-                addr,
-                rate,
-                keys,
-                limit,
-                connections,
-            } => {
-                let config = eddy_cli::loadgen::LoadgenConfig {
-                    addr,
-                    rate,
-                    keys,
-                    limit,
-                    connections,
-                };
+            Command::Loadgen(config) => {
                 tokio::task::spawn_blocking(move || eddy_cli::loadgen::serve(&config)).await??;
                 Ok(())
             }
@@ -684,6 +659,7 @@ async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
                     r.div_ceil(p),
                     10_000,
                     p,
+                    args.loadgen_pacing,
                 ))
             }
             _ => None,
