@@ -355,7 +355,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     // The demo's ~20 tasks and window bursts: 4 workers on 2 cores cut alert
-    // p99 (4.3-4.5 ms against 4.6-6.3 ms; docs/benchmarks.md, session 8).
+    // p99 (4.3-4.5 ms against 4.6-6.3 ms; docs/benchmarks-demo.md, session 8).
     let default = match cli.command {
         Command::Demo { .. } => cores.max(4),
         _ => cores,
