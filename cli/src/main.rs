@@ -11,7 +11,7 @@ use eddy_cli::bench::{run_latency, LatencyRun, Workload};
 #[command(name = "eddy", about = "Eddy: a continuous-processing dataflow engine")]
 struct Cli {
     /// Worker threads (default: the number of cores; for `demo`, at least
-    /// 4).
+    /// 4; for `bench latency --input loadgen`, one less than the cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -358,6 +358,12 @@ fn main() -> anyhow::Result<()> {
     // p99 (4.3-4.5 ms against 4.6-6.3 ms; docs/benchmarks-demo.md, session 8).
     let default = match cli.command {
         Command::Demo { .. } => cores.max(4),
+        // The generator process this starts takes a core: workers on the
+        // rest (2 workers sharing 1 core put p99 at 3 ms at 500 k/s, 1
+        // worker at 0.1 ms; docs/benchmarks.md, issue 13).
+        Command::Bench {
+            which: BenchCommand::Latency(ref a),
+        } if a.input.as_deref() == Some("loadgen") => cores.saturating_sub(1).max(1),
         _ => cores,
     };
     let threads = cli.threads.unwrap_or(default);
