@@ -224,8 +224,8 @@ fn write_lines(stream: TcpStream, config: &LoadgenConfig, id: usize) -> io::Resu
         // one write: one line when the wait woke on time, more when writing
         // takes longer than the gap between lines (500 k lines/s) or after
         // a stall. Flushed at once: a line never waits in the buffer for
-        // the lines after it (buffering until 64 KiB were full delayed
-        // every line by 3.6 ms at 500 k lines/s, seen as the engine's p99).
+        // the lines after it (a generator running behind that flushed only
+        // full 64 KiB buffers could hold a line 3.6 ms at 500 k lines/s).
         let burst_end = (seq + MAX_LINES_PER_WRITE).min(limit);
         while seq < burst_end && due <= now {
             // Unthrottled: stamped when written (a write can block).
