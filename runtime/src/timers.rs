@@ -13,16 +13,14 @@
 //!   in an order fixed by their keys (a stable hash of the key, then the
 //!   key): the same in every run and after every recovery. A timer an
 //!   operator registers while timers fire fires in the same pass if due.
-//! - Each epoch's net change (registered minus fired or deleted) is
-//!   written to the instance's backend (prefix `__timers`) when the runtime
-//!   flushes at a marker, with the operator's tables: a restored instance
-//!   reloads exactly the timers pending at its checkpoint. A timer
-//!   registered and fired within one epoch is never written.
+//! - Each epoch's net change is written to the instance's backend (prefix
+//!   `__timers`) when the runtime flushes at a marker, with the operator's
+//!   tables: a restored instance reloads exactly the timers pending at its
+//!   checkpoint. A timer registered and fired within one epoch is never
+//!   written.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::collections::btree_map::{BTreeMap, Entry};
+use std::hash::Hasher;
 
 use eddy_checkpoint::{codec, ManagedState, StateBackend, WriteOp};
 use serde::{de::DeserializeOwned, Serialize};
@@ -30,6 +28,7 @@ use tokio::time::{Duration, Instant};
 
 use crate::error::OperatorError;
 use crate::record::Timestamp;
+pub use crate::timer_key::TimerKey;
 
 /// Which clock a timer follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,7 +56,7 @@ pub struct Timer {
     /// Its time (ms).
     pub time: Timestamp,
     /// The key it was registered under, encoded.
-    pub key: Arc<[u8]>,
+    pub key: TimerKey,
 }
 
 impl Timer {
@@ -72,13 +71,12 @@ impl Timer {
 
 /// A timer in the ordered sets: its time, a stable hash of its encoded
 /// key, the key. Comparing two timers almost never reaches the key bytes
-/// (the time or the hash differ), and the key is shared, not copied,
-/// between the set and the epoch's change map.
+/// (the time or the hash differ).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Slot {
     time: Timestamp,
     hash: u64,
-    key: Arc<[u8]>,
+    key: TimerKey,
 }
 
 impl Slot {
@@ -89,17 +87,19 @@ impl Slot {
         Self {
             time,
             hash: h.finish(),
-            key: Arc::from(key),
+            key: TimerKey::new(key),
         }
     }
-}
 
-/// Hashes what is cheap and nearly unique (equal slots have equal times
-/// and hashes, so this agrees with `Eq`).
-impl Hash for Slot {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_i64(self.time);
-        state.write_u64(self.hash);
+    /// The backend operation that stores (`put`) or deletes this timer.
+    fn op(&self, domain: TimeDomain, put: bool) -> eddy_checkpoint::Result<WriteOp> {
+        let mut k = PREFIX.to_vec();
+        codec::encode_into(&(domain.tag(), self.time, &self.key[..]), &mut k)?;
+        Ok(if put {
+            WriteOp::Put(k, codec::encode(&())?)
+        } else {
+            WriteOp::Delete(k)
+        })
     }
 }
 
@@ -145,27 +145,43 @@ type TimerRow = (u8, Timestamp, Vec<u8>);
 /// `__timers` would store them, so that checkpoints keep their layout).
 const PREFIX: &[u8] = b"__timers\0";
 
-/// The change map's hasher: foldhash, one lookup per timer change (std's
-/// SipHash with a remove-then-insert was a sixth of a keyed process
-/// operator's time with a timer per record); the map is never persisted.
-type ChangeHasher = foldhash::fast::RandomState;
+/// The generation of a timer the backend holds (or will hold once the
+/// pending flush's batch is written, before any later batch).
+const WRITTEN: u64 = 0;
+
+/// A timer and its clock, as the epochs' change lists hold them.
+type Change = (TimeDomain, Slot);
 
 /// The timers of one operator instance (see the [module docs](self)).
 ///
 /// # Persistence
-/// The two ordered sets are the truth. What reaches the backend is only the
-/// net change of each epoch: `changes` maps a timer to `true` (registered
-/// this epoch, not in the backend) or `false` (in the backend, removed this
-/// epoch); a timer registered and fired within one epoch never reaches the
-/// backend, and one removed and registered again cancels out. At a marker
-/// the epoch's changes are taken in O(1) and encoded in steps; the batch is
-/// written when all are encoded (before the next marker's, so the backend
-/// always sees the epochs in order).
+/// The two ordered maps are the truth; each timer carries the generation
+/// (epoch) it was registered in, or [`WRITTEN`]. Registering appends the
+/// timer to the epoch's `added` list; a timer leaving the set (fired or
+/// deleted) is appended to `removed` only if the backend holds it. Both are
+/// appends to a vector, where a hash map of changes (looked up at every
+/// registration and every firing, in random order) was the largest cost of
+/// a keyed operator with a timer per record.
+///
+/// At a marker the lists are taken in O(1) and encoded in steps: every
+/// removal is a delete, and an added timer is written if it is still
+/// registered with the closed generation (a timer registered and fired
+/// within one epoch is never written); the deletes go first in the batch,
+/// so a timer removed and registered again in one epoch ends up stored. A
+/// timer of the closed generation that leaves the set before the step
+/// reaches it is encoded as it leaves (copy on write: the marker's state
+/// still holds it) and deleted with the next epoch.
 pub struct TimerService {
-    event: BTreeSet<Slot>,
-    processing: BTreeSet<Slot>,
+    event: BTreeMap<Slot, u64>,
+    processing: BTreeMap<Slot, u64>,
     backend: Box<dyn StateBackend>,
-    changes: HashMap<(TimeDomain, Slot), bool, ChangeHasher>,
+    /// The current generation (starts at 1; [`WRITTEN`] is 0).
+    gen: u64,
+    /// Timers registered this generation (some may have left since).
+    added: Vec<Change>,
+    /// Timers that left the set this generation while the backend (or the
+    /// pending batch) held them.
+    removed: Vec<Change>,
     /// Reused to encode the keys of registered and deleted timers.
     scratch: Vec<u8>,
     flushing: Option<Flush>,
@@ -176,9 +192,15 @@ pub struct TimerService {
 
 /// The changes of a closed epoch, being encoded.
 struct Flush {
-    changes: Vec<((TimeDomain, Slot), bool)>,
+    /// The closed generation.
+    gen: u64,
+    removed: Vec<Change>,
+    added: Vec<Change>,
+    /// Changes before this index (removals first, then additions) are
+    /// encoded.
     pos: usize,
-    ops: Vec<WriteOp>,
+    deletes: Vec<WriteOp>,
+    puts: Vec<WriteOp>,
 }
 
 impl TimerService {
@@ -187,14 +209,14 @@ impl TimerService {
     /// # Errors
     /// Backend and decoding errors.
     pub fn open(backend: Box<dyn StateBackend>) -> Result<Self, OperatorError> {
-        let mut event = BTreeSet::new();
-        let mut processing = BTreeSet::new();
+        let mut event = BTreeMap::new();
+        let mut processing = BTreeMap::new();
         backend.scan_prefix(PREFIX, &mut |k, _| {
             let (domain, time, key): TimerRow = codec::decode_body(&k[PREFIX.len()..])?;
             if domain == 0 {
-                event.insert(Slot::new(time, &key));
+                event.insert(Slot::new(time, &key), WRITTEN);
             } else {
-                processing.insert(Slot::new(time, &key));
+                processing.insert(Slot::new(time, &key), WRITTEN);
             }
             Ok(())
         })?;
@@ -203,7 +225,9 @@ impl TimerService {
             event,
             processing,
             backend,
-            changes: HashMap::default(),
+            gen: 1,
+            added: Vec::new(),
+            removed: Vec::new(),
             scratch: Vec::new(),
             flushing: None,
         })
@@ -215,41 +239,30 @@ impl TimerService {
             .expect("an empty memory backend opens")
     }
 
-    fn set(&mut self, domain: TimeDomain) -> &mut BTreeSet<Slot> {
+    fn set(&mut self, domain: TimeDomain) -> &mut BTreeMap<Slot, u64> {
         match domain {
             TimeDomain::EventTime => &mut self.event,
             TimeDomain::ProcessingTime => &mut self.processing,
         }
     }
 
-    /// A timer joined the set: it is to be written, unless it was removed
-    /// earlier this epoch (then it is still in the backend).
-    fn added(&mut self, row: (TimeDomain, Slot)) {
-        match self.changes.entry(row) {
-            Entry::Occupied(e) => {
-                if !*e.get() {
-                    e.remove();
-                }
-            }
-            Entry::Vacant(e) => {
-                e.insert(true);
+    /// A timer of generation `gen` left the set.
+    fn left(&mut self, domain: TimeDomain, slot: Slot, gen: u64) -> Result<(), OperatorError> {
+        if gen == self.gen {
+            // Registered this epoch: not in the backend; the step that
+            // reaches its `added` entry finds it gone.
+            return Ok(());
+        }
+        if gen != WRITTEN {
+            // Registered in the closed epoch and not yet encoded: the
+            // marker's state holds it, so the pending batch must.
+            debug_assert!(self.flushing.as_ref().is_some_and(|f| f.gen == gen));
+            if let Some(f) = self.flushing.as_mut() {
+                f.puts.push(slot.op(domain, true)?);
             }
         }
-    }
-
-    /// A timer left the set: it is to be deleted, unless it was registered
-    /// this epoch (then it never reached the backend).
-    fn removed(&mut self, row: (TimeDomain, Slot)) {
-        match self.changes.entry(row) {
-            Entry::Occupied(e) => {
-                if *e.get() {
-                    e.remove();
-                }
-            }
-            Entry::Vacant(e) => {
-                e.insert(false);
-            }
-        }
+        self.removed.push((domain, slot));
+        Ok(())
     }
 
     /// Registers a timer; one that exists already is left as is.
@@ -263,9 +276,11 @@ impl TimerService {
         key: &[u8],
     ) -> Result<(), OperatorError> {
         self.used = true;
-        let slot = Slot::new(time, key);
-        if self.set(domain).insert(slot.clone()) {
-            self.added((domain, slot));
+        let gen = self.gen;
+        if let Entry::Vacant(e) = self.set(domain).entry(Slot::new(time, key)) {
+            let slot = e.key().clone();
+            e.insert(gen);
+            self.added.push((domain, slot));
         }
         Ok(())
     }
@@ -301,16 +316,15 @@ impl TimerService {
     /// Deletes a timer, if registered.
     ///
     /// # Errors
-    /// None today; kept for backends that may fail.
+    /// Encoding errors of the pending flush.
     pub fn delete(
         &mut self,
         domain: TimeDomain,
         time: Timestamp,
         key: &[u8],
     ) -> Result<(), OperatorError> {
-        let slot = Slot::new(time, key);
-        if let Some(slot) = self.set(domain).take(&slot) {
-            self.removed((domain, slot));
+        if let Some((slot, gen)) = self.set(domain).remove_entry(&Slot::new(time, key)) {
+            self.left(domain, slot, gen)?;
         }
         Ok(())
     }
@@ -331,28 +345,32 @@ impl TimerService {
     /// Removes and returns the earliest timer of `domain` due at `upto`.
     ///
     /// # Errors
-    /// None today; kept for backends that may fail.
+    /// Encoding errors of the pending flush.
     pub fn pop_due(
         &mut self,
         domain: TimeDomain,
         upto: Timestamp,
     ) -> Result<Option<Timer>, OperatorError> {
         let set = self.set(domain);
-        match set.first() {
-            Some(first) if first.time <= upto => {}
+        match set.first_key_value() {
+            Some((first, _)) if first.time <= upto => {}
             _ => return Ok(None),
         }
-        let slot = set.pop_first().expect("checked above");
-        let (time, key) = (slot.time, slot.key.clone());
-        self.removed((domain, slot));
-        Ok(Some(Timer { domain, time, key }))
+        let (slot, gen) = set.pop_first().expect("checked above");
+        let timer = Timer {
+            domain,
+            time: slot.time,
+            key: slot.key.clone(),
+        };
+        self.left(domain, slot, gen)?;
+        Ok(Some(timer))
     }
 
     /// The time of the earliest timer of `domain`.
     pub fn next_time(&self, domain: TimeDomain) -> Option<Timestamp> {
         match domain {
-            TimeDomain::EventTime => self.event.first().map(|s| s.time),
-            TimeDomain::ProcessingTime => self.processing.first().map(|s| s.time),
+            TimeDomain::EventTime => self.event.first_key_value().map(|(s, _)| s.time),
+            TimeDomain::ProcessingTime => self.processing.first_key_value().map(|(s, _)| s.time),
         }
     }
 
@@ -377,20 +395,22 @@ impl ManagedState for TimerService {
         if self.flushing.is_some() {
             self.flush_step(usize::MAX)?;
         }
-        if !self.changes.is_empty() {
-            // The next epoch's map starts at this one's size instead of
-            // growing (and rehashing) from empty.
-            let fresh =
-                HashMap::with_capacity_and_hasher(self.changes.len(), ChangeHasher::default());
-            let changes: Vec<_> = std::mem::replace(&mut self.changes, fresh)
-                .into_iter()
-                .collect();
+        if !self.added.is_empty() || !self.removed.is_empty() {
+            // The next epoch's lists start at this one's sizes instead of
+            // growing (and copying) from empty.
+            let (a, r) = (self.added.len(), self.removed.len());
+            let added = std::mem::replace(&mut self.added, Vec::with_capacity(a));
+            let removed = std::mem::replace(&mut self.removed, Vec::with_capacity(r));
             self.flushing = Some(Flush {
-                ops: Vec::with_capacity(changes.len()),
-                changes,
+                gen: self.gen,
+                deletes: Vec::with_capacity(removed.len()),
+                puts: Vec::with_capacity(added.len()),
+                removed,
+                added,
                 pos: 0,
             });
         }
+        self.gen += 1;
         Ok(())
     }
 
@@ -398,23 +418,34 @@ impl ManagedState for TimerService {
         let Some(f) = self.flushing.as_mut() else {
             return Ok(true);
         };
-        let end = f.changes.len().min(f.pos.saturating_add(budget));
-        for ((domain, slot), put) in &f.changes[f.pos..end] {
-            let mut k = PREFIX.to_vec();
-            codec::encode_into(&(domain.tag(), slot.time, &slot.key[..]), &mut k)?;
-            f.ops.push(if *put {
-                WriteOp::Put(k, codec::encode(&())?)
+        let total = f.removed.len() + f.added.len();
+        let end = total.min(f.pos.saturating_add(budget));
+        while f.pos < end {
+            if let Some((domain, slot)) = f.removed.get(f.pos) {
+                f.deletes.push(slot.op(*domain, false)?);
             } else {
-                WriteOp::Delete(k)
-            });
+                let (domain, slot) = &f.added[f.pos - f.removed.len()];
+                let set = match domain {
+                    TimeDomain::EventTime => &mut self.event,
+                    TimeDomain::ProcessingTime => &mut self.processing,
+                };
+                // Still registered with the closed generation: stored now.
+                if let Some(gen) = set.get_mut(slot).filter(|g| **g == f.gen) {
+                    f.puts.push(slot.op(*domain, true)?);
+                    *gen = WRITTEN;
+                }
+            }
+            f.pos += 1;
         }
-        f.pos = end;
-        if end < f.changes.len() {
+        if end < total {
             return Ok(false);
         }
-        let ops = std::mem::take(&mut f.ops);
-        self.flushing = None;
-        self.backend.write_batch(ops)?;
+        let mut f = self.flushing.take().expect("checked above");
+        let mut ops = f.deletes;
+        ops.append(&mut f.puts);
+        if !ops.is_empty() {
+            self.backend.write_batch(ops)?;
+        }
         Ok(true)
     }
 }
@@ -561,5 +592,112 @@ mod tests {
         while !s.flush_step(1).unwrap() {}
         let mut r = TimerService::open(Box::new(shared.clone())).unwrap();
         assert_eq!(drain(&mut r, TimeDomain::EventTime, 100), vec![(30, 3)]);
+    }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeSet;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Register(bool, Timestamp, u32),
+            Delete(bool, Timestamp, u32),
+            Pop(bool, Timestamp),
+            Marker,
+            Step(usize),
+        }
+
+        fn domain(processing: bool) -> TimeDomain {
+            if processing {
+                TimeDomain::ProcessingTime
+            } else {
+                TimeDomain::EventTime
+            }
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                5 => (any::<bool>(), 0..20i64, 0..6u32).prop_map(|(d, t, k)| Op::Register(d, t, k)),
+                1 => (any::<bool>(), 0..20i64, 0..6u32).prop_map(|(d, t, k)| Op::Delete(d, t, k)),
+                2 => (any::<bool>(), 0..25i64).prop_map(|(d, t)| Op::Pop(d, t)),
+                1 => Just(Op::Marker),
+                2 => (1..6usize).prop_map(Op::Step),
+            ]
+        }
+
+        type Row = (u8, Timestamp, u32);
+
+        fn stored(b: &SharedBackend) -> BTreeSet<Row> {
+            let mut rows = BTreeSet::new();
+            b.scan_prefix(PREFIX, &mut |k, _| {
+                let (d, t, key): TimerRow = codec::decode_body(&k[PREFIX.len()..])?;
+                rows.insert((d, t, codec::decode_body(&key)?));
+                Ok(())
+            })
+            .unwrap();
+            rows
+        }
+
+        proptest! {
+            /// Whatever the interleaving of registrations, deletions,
+            /// firings, markers and flush steps: timers fire in time order,
+            /// and each completed flush leaves the backend holding exactly
+            /// the timers registered at its marker.
+            #[test]
+            fn completed_flushes_hold_the_timers_of_their_marker(
+                ops in proptest::collection::vec(op(), 1..300),
+            ) {
+                let shared = SharedBackend::new(Box::new(eddy_checkpoint::MemoryBackend::new()));
+                let mut s = TimerService::open(Box::new(shared.clone())).unwrap();
+                let mut live: BTreeSet<Row> = BTreeSet::new();
+                let mut at_marker: Option<BTreeSet<Row>> = None;
+                for op in ops {
+                    match op {
+                        Op::Register(d, t, k) => {
+                            s.register(domain(d), t, &key(k)).unwrap();
+                            live.insert((d as u8, t, k));
+                        }
+                        Op::Delete(d, t, k) => {
+                            s.delete(domain(d), t, &key(k)).unwrap();
+                            live.remove(&(d as u8, t, k));
+                        }
+                        Op::Pop(d, upto) => {
+                            let fired = s.pop_due(domain(d), upto).unwrap();
+                            let first = live.iter().find(|r| r.0 == d as u8).copied();
+                            match fired {
+                                Some(timer) => {
+                                    let k: u32 = timer.key().unwrap();
+                                    prop_assert_eq!(Some(timer.time), first.map(|r| r.1));
+                                    prop_assert!(timer.time <= upto);
+                                    prop_assert!(live.remove(&(d as u8, timer.time, k)));
+                                }
+                                None => prop_assert!(first.is_none_or(|r| r.1 > upto)),
+                            }
+                        }
+                        Op::Marker => {
+                            if let Some(expected) = at_marker.take() {
+                                s.flush_step(usize::MAX).unwrap();
+                                prop_assert_eq!(&stored(&shared), &expected);
+                            }
+                            s.begin_flush().unwrap();
+                            at_marker = Some(live.clone());
+                        }
+                        Op::Step(budget) => {
+                            if s.flush_step(budget).unwrap() {
+                                if let Some(expected) = at_marker.take() {
+                                    prop_assert_eq!(&stored(&shared), &expected);
+                                }
+                            }
+                        }
+                    }
+                    prop_assert_eq!(s.len(), live.len());
+                }
+                s.flush_step(usize::MAX).unwrap();
+                s.begin_flush().unwrap();
+                s.flush_step(usize::MAX).unwrap();
+                prop_assert_eq!(&stored(&shared), &live);
+            }
+        }
     }
 }
