@@ -159,68 +159,94 @@ where
         Ok(out)
     }
 
-    fn load(&mut self, key: &K) -> Result<()> {
-        if self.cache.contains_key(key) {
-            return Ok(());
-        }
+    /// Reads `key` from the backend and makes room to cache it.
+    fn read(&mut self, key: &K) -> Result<Option<V>> {
         let bk = self.backend_key(key)?;
         let value = match self.backend.get(&bk)? {
             Some(bytes) => Some(codec::decode(&bytes)?),
             None => None,
         };
         self.make_room()?;
-        self.cache.insert(
-            key.clone(),
-            Entry {
-                value,
-                dirty_gen: CLEAN,
-            },
-        );
-        Ok(())
+        Ok(value)
     }
 
-    /// Marks the cached entry of `key` dirty in the current generation; a
-    /// pending entry first gives its marker-time value to the pending batch.
-    /// Returns the entry.
-    fn dirty_entry(&mut self, key: &K) -> Result<&mut Entry<V>> {
-        let gen = self.gen;
-        let entry = self.cache.get_mut(key).expect("entry loaded by the caller");
+    /// Marks a cached entry of `key` dirty in generation `gen`; a pending
+    /// entry first gives its marker-time value to the pending batch (copy
+    /// on write). Takes the fields it needs, not `self`, so the caller keeps
+    /// the entry it looked up (one hash lookup per update).
+    fn mark_dirty(
+        entry: &mut Entry<V>,
+        key: &K,
+        gen: u64,
+        pending: &mut Option<Pending<K>>,
+        prefix: &[u8],
+        dirty_keys: &mut Vec<K>,
+    ) -> Result<()> {
         if entry.dirty_gen != gen {
             if entry.dirty_gen != CLEAN && entry.dirty_gen & ENCODED == 0 {
                 // Dirty at the marker and not yet encoded: copy on write.
-                let pending = self
-                    .pending
+                let pending = pending
                     .as_mut()
                     .expect("an entry of an older generation belongs to a pending flush");
                 pending
                     .ops
-                    .push(encode_op(&self.prefix, key, entry.value.as_ref())?);
+                    .push(encode_op(prefix, key, entry.value.as_ref())?);
             }
             entry.dirty_gen = gen;
-            self.dirty_keys.push(key.clone());
+            dirty_keys.push(key.clone());
         }
-        Ok(entry)
+        Ok(())
     }
 
     /// The value under `key`, if any.
     pub fn get(&mut self, key: &K) -> Result<Option<&V>> {
-        self.load(key)?;
+        if !self.cache.contains_key(key) {
+            let value = self.read(key)?;
+            self.cache.insert(
+                key.clone(),
+                Entry {
+                    value,
+                    dirty_gen: CLEAN,
+                },
+            );
+        }
         Ok(self.cache.get(key).and_then(|e| e.value.as_ref()))
     }
 
     /// Read-modify-write of the value under `key`: `f` sees the current value
     /// (or `None`) and may change, set or clear it. Returns what `f` returns.
     pub fn update<R>(&mut self, key: &K, f: impl FnOnce(&mut Option<V>) -> R) -> Result<R> {
-        // The common case, a key changed again within an epoch: one lookup.
+        let gen = self.gen;
+        // One lookup when the key is cached (the common case), two when it
+        // is read from the backend.
         if let Some(entry) = self.cache.get_mut(key) {
-            if entry.dirty_gen == self.gen {
-                return Ok(f(&mut entry.value));
+            if entry.dirty_gen != gen {
+                Self::mark_dirty(
+                    entry,
+                    key,
+                    gen,
+                    &mut self.pending,
+                    &self.prefix,
+                    &mut self.dirty_keys,
+                )?;
             }
+            return Ok(f(&mut entry.value));
         }
-        if !self.cache.contains_key(key) {
-            self.load(key)?;
-        }
-        let entry = self.dirty_entry(key)?;
+        // Read first: making room may flush, which opens a generation.
+        let value = self.read(key)?;
+        let gen = self.gen;
+        let entry = self.cache.entry(key.clone()).or_insert(Entry {
+            value,
+            dirty_gen: CLEAN,
+        });
+        Self::mark_dirty(
+            entry,
+            key,
+            gen,
+            &mut self.pending,
+            &self.prefix,
+            &mut self.dirty_keys,
+        )?;
         Ok(f(&mut entry.value))
     }
 
@@ -228,15 +254,22 @@ where
     pub fn put(&mut self, key: K, value: V) -> Result<()> {
         if !self.cache.contains_key(&key) {
             self.make_room()?;
-            self.cache.insert(
-                key.clone(),
-                Entry {
-                    value: None,
-                    dirty_gen: CLEAN,
-                },
-            );
         }
-        self.dirty_entry(&key)?.value = Some(value);
+        // After making room, which may flush and open a generation.
+        let gen = self.gen;
+        let entry = self.cache.entry(key.clone()).or_insert(Entry {
+            value: None,
+            dirty_gen: CLEAN,
+        });
+        Self::mark_dirty(
+            entry,
+            &key,
+            gen,
+            &mut self.pending,
+            &self.prefix,
+            &mut self.dirty_keys,
+        )?;
+        entry.value = Some(value);
         Ok(())
     }
 

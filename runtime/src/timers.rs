@@ -149,6 +149,13 @@ const PREFIX: &[u8] = b"__timers\0";
 /// pending flush's batch is written, before any later batch).
 const WRITTEN: u64 = 0;
 
+/// The shortest `added` list that is compacted (short in unit tests, so
+/// the model test compacts too).
+#[cfg(not(test))]
+const COMPACT_MIN: usize = 1 << 16;
+#[cfg(test)]
+const COMPACT_MIN: usize = 8;
+
 /// A timer and its clock, as the epochs' change lists hold them.
 type Change = (TimeDomain, Slot);
 
@@ -177,7 +184,12 @@ pub struct TimerService {
     backend: Box<dyn StateBackend>,
     /// The current generation (starts at 1; [`WRITTEN`] is 0).
     gen: u64,
-    /// Timers registered this generation (some may have left since).
+    /// Timers registered this generation, some of which may have left the
+    /// set since (or left and come back, listed twice). When the list is
+    /// four times as long as there are timers (markers far apart, or none
+    /// without checkpointing) it is rebuilt from the sets, so it stays
+    /// within a few times the live timers instead of growing by one per
+    /// registration.
     added: Vec<Change>,
     /// Timers that left the set this generation while the backend (or the
     /// pending batch) held them.
@@ -185,6 +197,10 @@ pub struct TimerService {
     /// Reused to encode the keys of registered and deleted timers.
     scratch: Vec<u8>,
     flushing: Option<Flush>,
+    /// The lists of the last written flush, emptied, for the next epoch
+    /// (tens of MB each with a timer per record, reused rather than
+    /// allocated and faulted in afresh at every marker).
+    spare: (Vec<Change>, Vec<Change>),
     /// Whether a timer was ever registered or restored (the instance then
     /// has state to snapshot).
     used: bool,
@@ -230,6 +246,7 @@ impl TimerService {
             removed: Vec::new(),
             scratch: Vec::new(),
             flushing: None,
+            spare: (Vec::new(), Vec::new()),
         })
     }
 
@@ -249,8 +266,8 @@ impl TimerService {
     /// A timer of generation `gen` left the set.
     fn left(&mut self, domain: TimeDomain, slot: Slot, gen: u64) -> Result<(), OperatorError> {
         if gen == self.gen {
-            // Registered this epoch: not in the backend; the step that
-            // reaches its `added` entry finds it gone.
+            // Registered this epoch: not in the backend; the flush step
+            // that reaches its `added` entry finds it gone.
             return Ok(());
         }
         if gen != WRITTEN {
@@ -265,6 +282,25 @@ impl TimerService {
         Ok(())
     }
 
+    /// Rebuilds `added` from the sets: the timers of the current
+    /// generation, in time order, each once.
+    /// Called when the list is four times as long as there are timers, so
+    /// the scan of the sets costs at most a third of a visit per
+    /// registration since the last compaction (and happens only when
+    /// markers are far apart, or never come).
+    fn compact_added(&mut self) {
+        let gen = self.gen;
+        self.added.clear();
+        for (domain, set) in [
+            (TimeDomain::EventTime, &mut self.event),
+            (TimeDomain::ProcessingTime, &mut self.processing),
+        ] {
+            for (slot, _) in set.iter().filter(|(_, g)| **g == gen) {
+                self.added.push((domain, slot.clone()));
+            }
+        }
+    }
+
     /// Registers a timer; one that exists already is left as is.
     ///
     /// # Errors
@@ -276,11 +312,17 @@ impl TimerService {
         key: &[u8],
     ) -> Result<(), OperatorError> {
         self.used = true;
-        let gen = self.gen;
-        if let Entry::Vacant(e) = self.set(domain).entry(Slot::new(time, key)) {
+        let set = match domain {
+            TimeDomain::EventTime => &mut self.event,
+            TimeDomain::ProcessingTime => &mut self.processing,
+        };
+        if let Entry::Vacant(e) = set.entry(Slot::new(time, key)) {
             let slot = e.key().clone();
-            e.insert(gen);
+            e.insert(self.gen);
             self.added.push((domain, slot));
+            if self.added.len() >= COMPACT_MIN && self.added.len() >= 4 * self.len() {
+                self.compact_added();
+            }
         }
         Ok(())
     }
@@ -396,11 +438,14 @@ impl ManagedState for TimerService {
             self.flush_step(usize::MAX)?;
         }
         if !self.added.is_empty() || !self.removed.is_empty() {
-            // The next epoch's lists start at this one's sizes instead of
-            // growing (and copying) from empty.
-            let (a, r) = (self.added.len(), self.removed.len());
-            let added = std::mem::replace(&mut self.added, Vec::with_capacity(a));
-            let removed = std::mem::replace(&mut self.removed, Vec::with_capacity(r));
+            // The next epoch's lists are the last flush's, emptied, at
+            // least as large as this one's (not grown from empty).
+            let (mut next_added, mut next_removed) = std::mem::take(&mut self.spare);
+            next_added.reserve(self.added.len());
+            next_removed.reserve(self.removed.len());
+            let added = std::mem::replace(&mut self.added, next_added);
+
+            let removed = std::mem::replace(&mut self.removed, next_removed);
             self.flushing = Some(Flush {
                 gen: self.gen,
                 deletes: Vec::with_capacity(removed.len()),
@@ -429,7 +474,8 @@ impl ManagedState for TimerService {
                     TimeDomain::EventTime => &mut self.event,
                     TimeDomain::ProcessingTime => &mut self.processing,
                 };
-                // Still registered with the closed generation: stored now.
+                // Still registered with the closed generation: stored now
+                // (and stamped, so a second entry of it is skipped).
                 if let Some(gen) = set.get_mut(slot).filter(|g| **g == f.gen) {
                     f.puts.push(slot.op(*domain, true)?);
                     *gen = WRITTEN;
@@ -443,6 +489,9 @@ impl ManagedState for TimerService {
         let mut f = self.flushing.take().expect("checked above");
         let mut ops = f.deletes;
         ops.append(&mut f.puts);
+        f.added.clear();
+        f.removed.clear();
+        self.spare = (f.added, f.removed);
         if !ops.is_empty() {
             self.backend.write_batch(ops)?;
         }
@@ -592,6 +641,39 @@ mod tests {
         while !s.flush_step(1).unwrap() {}
         let mut r = TimerService::open(Box::new(shared.clone())).unwrap();
         assert_eq!(drain(&mut r, TimeDomain::EventTime, 100), vec![(30, 3)]);
+    }
+
+    /// Without markers the epoch's list of registered timers stays within
+    /// a bound of the live timers, however many are registered and fired.
+    #[test]
+    fn without_markers_the_change_list_stays_bounded() {
+        let shared = SharedBackend::new(Box::new(eddy_checkpoint::MemoryBackend::new()));
+        let mut s = TimerService::open(Box::new(shared.clone())).unwrap();
+        for t in 0..1_000_000i64 {
+            s.register(TimeDomain::EventTime, t, &key((t % 1000) as u32))
+                .unwrap();
+            // Re-registering a live timer adds nothing.
+            s.register(TimeDomain::EventTime, t, &key((t % 1000) as u32))
+                .unwrap();
+            if t % 100 == 0 {
+                drain(&mut s, TimeDomain::EventTime, t - 50);
+            }
+        }
+        assert!(s.len() <= 150);
+        assert!(
+            s.added.len() <= 4 * 150,
+            "the list holds {} entries for {} live timers",
+            s.added.len(),
+            s.len()
+        );
+        // A flush after all that still writes every live timer.
+        s.begin_flush().unwrap();
+        while !s.flush_step(1000).unwrap() {}
+        let mut restored = TimerService::open(Box::new(shared)).unwrap();
+        assert_eq!(
+            drain(&mut restored, TimeDomain::EventTime, i64::MAX),
+            drain(&mut s, TimeDomain::EventTime, i64::MAX)
+        );
     }
 
     mod model {
