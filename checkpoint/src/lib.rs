@@ -93,7 +93,7 @@ pub mod store;
 pub mod table;
 pub mod tracker;
 
-pub use backend::{Frozen, MemoryBackend, SharedBackend, StateBackend, WriteOp};
+pub use backend::{BackendReader, Frozen, MemoryBackend, SharedBackend, StateBackend, WriteOp};
 pub use error::{Error, Result};
 pub use managed::ManagedState;
 pub use manifest::{Manifest, OperatorShape, TaskId, TaskSnapshot};

@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex};
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, LogLevel, Options, WriteOptions, DB};
 
-use crate::backend::{StateBackend, WriteOp};
+use crate::backend::{BackendReader, StateBackend, WriteOp};
 use crate::error::{Error, Result};
 use crate::manifest::TaskId;
 use crate::snapshot::{
@@ -188,7 +188,7 @@ impl BackendFactory for RocksBackendFactory {
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(true);
         Ok(Box::new(RocksBackend {
-            db,
+            db: Arc::new(db),
             write_options,
             home: home.clone(),
             incarnation,
@@ -256,7 +256,7 @@ impl ChainState {
 
 /// The state of one task in RocksDB. Open it with [`RocksBackendFactory`].
 pub struct RocksBackend {
-    db: DB,
+    db: Arc<DB>,
     write_options: WriteOptions,
     home: PathBuf,
     incarnation: String,
@@ -277,12 +277,36 @@ impl RocksBackend {
     }
 }
 
+/// Reads the live DB while the backend writes or snapshots it (RocksDB's
+/// reads and writes are thread-safe; a write batch is seen whole or not at
+/// all).
+struct RocksReader {
+    db: Arc<DB>,
+    home: PathBuf,
+}
+
+impl BackendReader for RocksReader {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_pinned(key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| Error::Backend(format!("get in {}: {e}", self.home.display())))
+    }
+}
+
 impl StateBackend for RocksBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.db
             .get_pinned(key)
             .map(|v| v.map(|v| v.to_vec()))
             .map_err(|e| self.backend_err("get", e))
+    }
+
+    fn reader(&self) -> Option<Arc<dyn BackendReader>> {
+        Some(Arc::new(RocksReader {
+            db: self.db.clone(),
+            home: self.home.clone(),
+        }))
     }
 
     fn write_batch(&mut self, ops: Vec<WriteOp>) -> Result<()> {

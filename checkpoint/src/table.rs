@@ -26,12 +26,16 @@
 //!   changed its marker-time value is encoded into the pending batch (copy
 //!   on write), and the entry joins the new generation.
 //! - While a flush is pending nothing else is written to the backend (the
-//!   cache evicts only entries the backend already holds, and may exceed
-//!   its capacity by what the pending flush holds back); [`KeyedTable::flush`]
+//!   cache evicts only entries the backend already holds, applied, and may
+//!   exceed its capacity by what the pending flush holds back); [`KeyedTable::flush`]
 //!   refuses with [`Error::FlushInProgress`](crate::Error::FlushInProgress),
 //!   since a write then would mix post-marker values into the marker's
 //!   snapshot. Point reads and scans work at any time: scans overlay the
 //!   backend with the cache's dirty entries and write nothing.
+//! - An entry whose write the backend has queued but not applied (the
+//!   snapshot thread applies a marker's batches) stays cached until it is
+//!   applied, so a cache miss never needs a queued write, and reads the
+//!   backend without waiting for the snapshot thread.
 //!
 //! Keys are stored as `table prefix ++ bincode(key)`; values as versioned
 //! [`codec`] frames.
@@ -64,10 +68,11 @@ struct Entry<V> {
 }
 
 impl<V> Entry<V> {
-    /// Whether the backend holds this entry's value, so it may be evicted.
-    fn is_written(&self, written_gen: u64) -> bool {
+    /// Whether the backend holds this entry's value, applied (its flush's
+    /// generation is at most `settled_gen`), so it may be evicted.
+    fn is_written(&self, settled_gen: u64) -> bool {
         self.dirty_gen == CLEAN
-            || (self.dirty_gen & ENCODED != 0 && self.dirty_gen & !ENCODED <= written_gen)
+            || (self.dirty_gen & ENCODED != 0 && self.dirty_gen & !ENCODED <= settled_gen)
     }
 }
 
@@ -104,8 +109,18 @@ pub struct KeyedTable<K, V> {
     /// touches only those.
     dirty_keys: Vec<K>,
     pending: Option<Pending<K>>,
-    /// The newest generation whose flush is written to the backend.
+    /// The newest generation whose flush is written to the backend (it may
+    /// still be queued there, not applied).
     written_gen: u64,
+    /// The newest generation whose flush the backend has applied. Entries
+    /// of later generations stay cached (never evicted, removed ones not
+    /// dropped), so a key missing from the cache has no write queued or
+    /// unapplied, and is read with [`StateBackend::get_settled`], which
+    /// does not wait for the snapshot thread.
+    settled_gen: u64,
+    /// Keys whose delete a flush wrote, by generation, dropped from the
+    /// cache once the backend applied it.
+    unsettled_removed: Vec<(u64, Vec<K>)>,
     /// While a flush is pending and the cache cannot shrink, the size up to
     /// which it may grow before the next eviction pass.
     overshoot_until: usize,
@@ -143,6 +158,8 @@ where
             dirty_keys: Vec::new(),
             pending: None,
             written_gen: 0,
+            settled_gen: 0,
+            unsettled_removed: Vec::new(),
             overshoot_until: 0,
         }
     }
@@ -162,7 +179,8 @@ where
     /// Reads `key` from the backend and makes room to cache it.
     fn read(&mut self, key: &K) -> Result<Option<V>> {
         let bk = self.backend_key(key)?;
-        let value = match self.backend.get(&bk)? {
+        // Not cached, so no write of it is queued or unapplied.
+        let value = match self.backend.get_settled(&bk)? {
             Some(bytes) => Some(codec::decode(&bytes)?),
             None => None,
         };
@@ -311,6 +329,7 @@ where
         if self.pending.is_some() {
             self.flush_step(usize::MAX)?;
         }
+        self.refresh_settled();
         if !self.dirty_keys.is_empty() {
             // The next epoch likely dirties as many: start it at that
             // capacity instead of growing (and copying) from empty.
@@ -363,57 +382,72 @@ where
             self.backend.write_batch(ops)?;
         }
         self.written_gen = closed;
-        for k in &removed {
-            // Still the delete this batch wrote (not changed since): the
-            // backend answers the same, so the entry needs no memory.
-            if self
-                .cache
-                .get(k)
-                .is_some_and(|e| e.value.is_none() && e.dirty_gen == closed | ENCODED)
-            {
-                self.cache.remove(k);
-            }
+        if !removed.is_empty() {
+            self.unsettled_removed.push((closed, removed));
         }
+        self.refresh_settled();
         Ok(true)
     }
 
-    /// Keeps the cache within capacity: spills dirty entries, then evicts
-    /// clean ones down to three quarters of the capacity. While a flush is
-    /// pending nothing may be written, so only clean entries are evicted.
-    fn make_room(&mut self) -> Result<()> {
-        if self.cache.len() < self.capacity {
-            return Ok(());
+    /// Notes whether the backend has applied every written flush, and then
+    /// drops from the cache the entries those flushes deleted.
+    fn refresh_settled(&mut self) {
+        if self.settled_gen < self.written_gen && self.backend.settled() {
+            self.settled_gen = self.written_gen;
+            // Those entries may be evicted now: no need to wait for the
+            // overshoot before the next eviction pass.
+            self.overshoot_until = 0;
         }
-        let keep = self.capacity * 3 / 4;
-        if self.pending.is_some() {
-            if self.cache.len() < self.overshoot_until {
-                return Ok(());
-            }
-            let mut excess = self.cache.len().saturating_sub(keep);
-            let written = self.written_gen;
-            self.cache.retain(|_, e| {
-                if excess > 0 && e.is_written(written) {
-                    excess -= 1;
-                    false
-                } else {
-                    true
+        let settled = self.settled_gen;
+        while self
+            .unsettled_removed
+            .first()
+            .is_some_and(|(gen, _)| *gen <= settled)
+        {
+            let (gen, removed) = self.unsettled_removed.remove(0);
+            for k in &removed {
+                // Still the delete that flush wrote (not changed since): the
+                // backend answers the same, so the entry needs no memory.
+                if self
+                    .cache
+                    .get(k)
+                    .is_some_and(|e| e.value.is_none() && e.dirty_gen == gen | ENCODED)
+                {
+                    self.cache.remove(k);
                 }
-            });
-            // Entries held back by the flush: grow a quarter before the next
-            // pass instead of scanning the cache at every insert.
-            self.overshoot_until = self.cache.len() + self.capacity / 4 + 1;
+            }
+        }
+    }
+
+    /// Keeps the cache within capacity: spills dirty entries (unless a
+    /// marker's flush is pending, which writes them), then evicts entries
+    /// the backend has applied down to three quarters of the capacity.
+    /// Entries held back (dirty, or written and not yet applied) let the
+    /// cache grow a quarter beyond its capacity before the next pass instead
+    /// of a scan of the cache at every insert.
+    fn make_room(&mut self) -> Result<()> {
+        if self.cache.len() < self.capacity.max(self.overshoot_until) {
             return Ok(());
         }
-        self.flush()?;
-        let mut excess = self.cache.len().saturating_sub(keep);
-        self.cache.retain(|_, _| {
-            if excess > 0 {
+        if self.pending.is_none() {
+            self.flush()?;
+        }
+        self.refresh_settled();
+        let mut excess = self.cache.len().saturating_sub(self.capacity * 3 / 4);
+        let settled = self.settled_gen;
+        self.cache.retain(|_, e| {
+            if excess > 0 && e.is_written(settled) {
                 excess -= 1;
                 false
             } else {
                 true
             }
         });
+        self.overshoot_until = if excess > 0 {
+            self.cache.len() + self.capacity / 4 + 1
+        } else {
+            0
+        };
         Ok(())
     }
 
@@ -584,173 +618,4 @@ mod tests {
 }
 
 #[cfg(test)]
-mod flush_tests {
-    use std::collections::BTreeMap;
-
-    use proptest::prelude::*;
-
-    use super::*;
-    use crate::backend::{MemoryBackend, SharedBackend};
-
-    /// Everything the backend holds, decoded.
-    fn backend_contents(b: &SharedBackend) -> BTreeMap<u64, u64> {
-        let mut out = BTreeMap::new();
-        b.scan_prefix(b"t\0", &mut |k, v| {
-            out.insert(codec::decode_body(&k[2..])?, codec::decode(v)?);
-            Ok(())
-        })
-        .unwrap();
-        out
-    }
-
-    fn table(shared: &SharedBackend, capacity: usize) -> KeyedTable<u64, u64> {
-        KeyedTable::new(Box::new(shared.clone()), "t").with_cache_capacity(capacity)
-    }
-
-    #[test]
-    fn a_pending_flush_writes_the_values_as_of_its_marker() {
-        let shared = SharedBackend::new(Box::new(MemoryBackend::new()));
-        let mut t = table(&shared, 1024);
-        for k in 0..10u64 {
-            t.put(k, k).unwrap();
-        }
-        t.begin_flush().unwrap();
-        assert!(t.is_flushing());
-        assert_eq!(t.dirty_len(), 0, "the dirty keys moved to the flush");
-        // Changed before and after their turn in the flush.
-        t.update(&2, |v| *v = Some(100)).unwrap();
-        assert!(!t.flush_step(5).unwrap());
-        t.update(&8, |v| *v = None).unwrap();
-        t.put(50, 50).unwrap();
-        assert!(backend_contents(&shared).is_empty(), "nothing written yet");
-        assert!(matches!(t.flush(), Err(Error::FlushInProgress)));
-        // A scan sees the live values, and writes nothing.
-        let mut live = BTreeMap::new();
-        t.for_each(|k, v| {
-            live.insert(k, v);
-            Ok(())
-        })
-        .unwrap();
-        let mut want: BTreeMap<u64, u64> = (0..10).map(|k| (k, k)).collect();
-        want.insert(2, 100);
-        want.remove(&8);
-        want.insert(50, 50);
-        assert_eq!(live, want);
-        assert!(
-            backend_contents(&shared).is_empty(),
-            "the scan wrote nothing"
-        );
-        assert!(t.flush_step(5).unwrap());
-        let at_marker: BTreeMap<u64, u64> = (0..10).map(|k| (k, k)).collect();
-        assert_eq!(backend_contents(&shared), at_marker);
-        // The table reads the live values; the next flush writes them.
-        assert_eq!(t.get(&2).unwrap(), Some(&100));
-        assert_eq!(t.get(&8).unwrap(), None);
-        assert_eq!(t.dirty_len(), 3);
-        t.flush().unwrap();
-        let mut now = at_marker;
-        now.insert(2, 100);
-        now.remove(&8);
-        now.insert(50, 50);
-        assert_eq!(backend_contents(&shared), now);
-    }
-
-    /// The cache grows past its capacity during a pending flush only by
-    /// what that flush holds back, not by what an earlier flush did.
-    #[test]
-    fn a_later_flush_does_not_inherit_an_earlier_overshoot() {
-        let shared = SharedBackend::new(Box::new(MemoryBackend::new()));
-        let mut t = table(&shared, 8);
-        for k in 0..8u64 {
-            t.put(k, k).unwrap();
-        }
-        // A flush holds back its 8 entries and 16 changed meanwhile.
-        t.begin_flush().unwrap();
-        for k in 100..116u64 {
-            t.put(k, k).unwrap();
-        }
-        assert!(t.cache.len() >= 24);
-        assert!(t.flush_step(usize::MAX).unwrap());
-        // The next insert spills everything written; one entry is dirty at
-        // the next marker.
-        t.put(50, 50).unwrap();
-        assert!(t.cache.len() <= 8);
-        t.begin_flush().unwrap();
-        assert!(t.is_flushing());
-        // Reads of absent keys: every entry but one can be evicted.
-        for k in 200..240u64 {
-            assert_eq!(t.get(&k).unwrap(), None);
-            assert!(t.cache.len() <= 8 + 8 / 4 + 1, "cache at {}", t.cache.len());
-        }
-    }
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        Add(u64, u64),
-        Remove(u64),
-        Marker,
-        Step(usize),
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            6 => (0..40u64, 1..5u64).prop_map(|(k, d)| Op::Add(k, d)),
-            1 => (0..40u64).prop_map(Op::Remove),
-            1 => Just(Op::Marker),
-            2 => (1..8usize).prop_map(Op::Step),
-        ]
-    }
-
-    proptest! {
-        /// Whatever the interleaving of updates, markers and flush steps,
-        /// and however small the cache: each completed flush leaves the
-        /// backend holding exactly the table as of its marker, and reads
-        /// always see the live values.
-        #[test]
-        fn completed_flushes_hold_the_marker_state(
-            ops in proptest::collection::vec(op(), 1..300),
-            capacity in 2..64usize,
-        ) {
-            let shared = SharedBackend::new(Box::new(MemoryBackend::new()));
-            let mut t = table(&shared, capacity);
-            let mut live: BTreeMap<u64, u64> = BTreeMap::new();
-            let mut at_marker: Option<BTreeMap<u64, u64>> = None;
-            for op in ops {
-                match op {
-                    Op::Add(k, d) => {
-                        t.update(&k, |v| *v = Some(v.unwrap_or(0) + d)).unwrap();
-                        *live.entry(k).or_default() += d;
-                    }
-                    Op::Remove(k) => {
-                        t.remove(&k).unwrap();
-                        live.remove(&k);
-                    }
-                    Op::Marker => {
-                        if let Some(expected) = at_marker.take() {
-                            // begin_flush finishes the previous flush first.
-                            t.flush_step(usize::MAX).unwrap();
-                            prop_assert_eq!(&backend_contents(&shared), &expected);
-                        }
-                        t.begin_flush().unwrap();
-                        if t.is_flushing() {
-                            at_marker = Some(live.clone());
-                        } else {
-                            // Nothing was dirty: the backend already holds it.
-                            prop_assert_eq!(&backend_contents(&shared), &live);
-                        }
-                    }
-                    Op::Step(budget) => {
-                        if t.flush_step(budget).unwrap() {
-                            if let Some(expected) = at_marker.take() {
-                                prop_assert_eq!(&backend_contents(&shared), &expected);
-                            }
-                        }
-                    }
-                }
-            }
-            for (k, v) in &live {
-                prop_assert_eq!(t.get(k).unwrap(), Some(v));
-            }
-        }
-    }
-}
+mod flush_tests;
