@@ -268,6 +268,36 @@ where
         Ok(f(&mut entry.value))
     }
 
+    /// Like [`update`](Self::update), for a key that has a value: `f` runs
+    /// (and may change or clear it) only then, and an absent key is not
+    /// marked dirty. One lookup when the key is cached. Returns what `f`
+    /// returned, or `None` for an absent key.
+    pub fn update_existing<R>(
+        &mut self,
+        key: &K,
+        f: impl FnOnce(&mut Option<V>) -> R,
+    ) -> Result<Option<R>> {
+        let present = match self.cache.get(key) {
+            Some(entry) => entry.value.is_some(),
+            None => {
+                let value = self.read(key)?;
+                let present = value.is_some();
+                self.cache.insert(
+                    key.clone(),
+                    Entry {
+                        value,
+                        dirty_gen: CLEAN,
+                    },
+                );
+                present
+            }
+        };
+        if !present {
+            return Ok(None);
+        }
+        self.update(key, f).map(Some)
+    }
+
     /// Sets the value under `key`.
     pub fn put(&mut self, key: K, value: V) -> Result<()> {
         if !self.cache.contains_key(&key) {

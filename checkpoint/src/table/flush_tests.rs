@@ -227,3 +227,29 @@ fn reads_neither_wait_for_nor_miss_an_unapplied_batch() {
     expected.remove(&1);
     assert_eq!(backend_contents(&shared), expected);
 }
+
+/// `update_existing` runs only for a key with a value, and leaves an
+/// absent key clean (nothing for the next flush to write).
+#[test]
+fn update_existing_touches_present_keys_only() {
+    let shared = SharedBackend::new(Box::new(MemoryBackend::new()));
+    let mut t = table(&shared, 8);
+    t.put(1, 10).unwrap();
+    t.flush().unwrap();
+    assert_eq!(t.update_existing(&2, |_| unreachable!()).unwrap(), None);
+    assert_eq!(t.dirty_len(), 0, "an absent key is not marked dirty");
+    let seen = t
+        .update_existing(&1, |v| {
+            let old = *v.as_ref().unwrap();
+            *v = None;
+            old
+        })
+        .unwrap();
+    assert_eq!(seen, Some(10));
+    assert_eq!(t.dirty_len(), 1);
+    t.flush().unwrap();
+    assert!(backend_contents(&shared).is_empty());
+    // Read back from the backend when not cached.
+    let mut fresh = table(&shared, 8);
+    assert_eq!(fresh.update_existing(&1, |_| ()).unwrap(), None);
+}

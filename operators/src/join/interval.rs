@@ -186,31 +186,32 @@ where
 /// Drops the rows of `key` whose interval (closing at `closes(ts)`) the
 /// watermark reached, handing each one that matched nothing to
 /// `unmatched` with its closing time.
-fn expire_side<K: StateKey, T: Serialize + DeserializeOwned>(
+fn expire_side<K: StateKey, T: Clone + Serialize + DeserializeOwned>(
     table: &mut KeyedTable<K, Vec<Row<T>>>,
     key: &K,
     watermark: i64,
     closes: impl Fn(i64) -> i64,
     mut unmatched: impl FnMut(T, i64),
 ) -> Result<(), OperatorError> {
-    if table.get(key)?.is_none() {
-        return Ok(());
-    }
-    table.update(key, |rows| {
-        let Some(all) = rows.take() else {
+    // One lookup, and an absent key is not marked dirty; the rows are
+    // kept in place, in order (no new vector per expiry).
+    table.update_existing(key, |rows| {
+        let Some(all) = rows.as_mut() else {
             return;
         };
-        let mut open = Vec::new();
-        for r in all {
+        all.retain(|r| {
             let c = closes(r.ts);
             if c > watermark {
-                open.push(r);
-            } else if !r.matched {
-                unmatched(r.value, c);
+                return true;
             }
-        }
-        if !open.is_empty() {
-            *rows = Some(open);
+            if !r.matched {
+                // Outer joins only; the row leaves the state right after.
+                unmatched(r.value.clone(), c);
+            }
+            false
+        });
+        if all.is_empty() {
+            *rows = None;
         }
     })?;
     Ok(())
