@@ -216,17 +216,19 @@ where
         Ok(())
     }
 
+    /// Caches `key`, not cached, as the backend holds it (a clean entry).
+    fn load(&mut self, key: &K) -> Result<&mut Entry<V>> {
+        let value = self.read(key)?;
+        Ok(self.cache.entry(key.clone()).or_insert(Entry {
+            value,
+            dirty_gen: CLEAN,
+        }))
+    }
+
     /// The value under `key`, if any.
     pub fn get(&mut self, key: &K) -> Result<Option<&V>> {
         if !self.cache.contains_key(key) {
-            let value = self.read(key)?;
-            self.cache.insert(
-                key.clone(),
-                Entry {
-                    value,
-                    dirty_gen: CLEAN,
-                },
-            );
+            self.load(key)?;
         }
         Ok(self.cache.get(key).and_then(|e| e.value.as_ref()))
     }
@@ -270,7 +272,7 @@ where
 
     /// Like [`update`](Self::update), for a key that has a value: `f` runs
     /// (and may change or clear it) only then, and an absent key is not
-    /// marked dirty. One lookup when the key is cached. Returns what `f`
+    /// marked dirty (nothing to write at the next flush). Returns what `f`
     /// returned, or `None` for an absent key.
     pub fn update_existing<R>(
         &mut self,
@@ -279,18 +281,7 @@ where
     ) -> Result<Option<R>> {
         let present = match self.cache.get(key) {
             Some(entry) => entry.value.is_some(),
-            None => {
-                let value = self.read(key)?;
-                let present = value.is_some();
-                self.cache.insert(
-                    key.clone(),
-                    Entry {
-                        value,
-                        dirty_gen: CLEAN,
-                    },
-                );
-                present
-            }
+            None => self.load(key)?.value.is_some(),
         };
         if !present {
             return Ok(None);
