@@ -66,6 +66,9 @@ struct Case {
     parallelism: usize,
     backend: Backend,
     trigger: Trigger,
+    /// A state cache of a few entries: windows close through keys read
+    /// back from the backend instead of a pass over a cache holding all.
+    small_cache: bool,
 }
 
 /// Per window, every value the sink received (as count/sum/max triples
@@ -104,6 +107,11 @@ fn run(case: &Case) -> Got {
             channel_capacity: 4,
             trigger: case.trigger.clone(),
             checkpoint,
+            state_cache_capacity: if case.small_cache {
+                4
+            } else {
+                PipelineConfig::default().state_cache_capacity
+            },
             ..Default::default()
         });
         let windowed = pipeline
@@ -255,6 +263,7 @@ fn random_case(rng: &mut impl Rng, spec_kind: usize) -> Case {
         parallelism: 1,
         backend: Backend::Memory,
         trigger: Trigger::AvailableNow,
+        small_cache: false,
     }
 }
 
@@ -276,6 +285,7 @@ fn sweep(spec_kind: usize) {
                 case.backend = backend;
                 case.trigger = trigger;
                 case.agg = [Agg::Count, Agg::Sum, Agg::User][i % 3];
+                case.small_cache = i % 4 < 2;
                 case.mode = if spec_kind < 2 && i % 2 == 1 {
                     OutputMode::Update
                 } else {

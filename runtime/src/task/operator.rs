@@ -74,8 +74,9 @@ const FLUSH_STEP: usize = 512;
 /// sustained load a flush is done before the next epoch's records are.
 const FLUSH_STEP_EVERY: usize = FLUSH_STEP;
 
-/// Timers fired between sending what they emitted and yielding: when one
-/// watermark fires many timers (every window of a tumbling window ends at
+/// Timers fired (or records they emitted) between sending what they
+/// emitted and yielding: when one watermark fires many timers, or one
+/// timer closes many keys (every key's window of a tumbling window ends at
 /// once), the first results go on while the rest are computed, and the
 /// task does not hold its worker thread for the whole burst, so the
 /// operators downstream, and another instance firing the same watermark
@@ -196,7 +197,9 @@ impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> Running<I, O, S, Op> {
             c.set_input(timer.time, created_ns);
             self.task.op.on_timer(&timer, &mut c)?;
             fired += 1;
-            if fired % FIRE_CHUNK == 0 {
+            // A chunk of timers, or of what they emitted (one timer may
+            // close a whole window's keys, a slice at a time).
+            if fired % FIRE_CHUNK == 0 || self.output.main.len() >= FIRE_CHUNK {
                 self.emit().await?;
                 self.flush_outputs().await?;
                 tokio::task::yield_now().await;
