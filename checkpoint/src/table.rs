@@ -31,7 +31,7 @@
 //! - While a flush is pending nothing else is written to the backend (the
 //!   cache evicts only entries the backend already holds, applied, and may
 //!   exceed its capacity by what the pending flush holds back); [`KeyedTable::flush`]
-//!   refuses with [`Error::FlushInProgress`](crate::Error::FlushInProgress),
+//!   refuses with [`Error::FlushInProgress`],
 //!   since a write then would mix post-marker values into the marker's
 //!   snapshot. Point reads and scans work at any time: scans overlay the
 //!   backend with the cache's dirty entries and write nothing.

@@ -2,7 +2,7 @@
 //!
 //! What the `eddy` binary runs, kept out of the `eddy` library so an
 //! embedder does not compile it: the IoT anomaly-detection demo
-//! ([`demo`]), the latency and checkpoint benchmark harness ([`bench`],
+//! ([`demo`]), the latency and checkpoint benchmark harness ([`bench`](mod@bench),
 //! [`checkpoint_bench`], [`report`]), the external load generator
 //! ([`loadgen`]), the dashboard and Prometheus endpoints ([`dashboard`],
 //! [`http`]), and the jobs the crash and recovery tests run as real

@@ -52,7 +52,7 @@ pub struct CheckpointConfig {
     /// cannot retract has already committed (the newer checkpoints were
     /// damaged), start anyway and commit that output again: at-least-once
     /// for this recovery. Off by default: the start is then refused with
-    /// [`BuildError::RecoveryWouldDuplicate`]. Sinks that can retract (the
+    /// [`BuildError::RecoveryWouldDuplicate`](crate::BuildError::RecoveryWouldDuplicate). Sinks that can retract (the
     /// file sink) move the later output aside instead and stay exactly-once.
     pub accept_duplicates_on_fallback: bool,
 }

@@ -1,9 +1,9 @@
 //! The typed dataflow builder and the logical plan it validates.
 //!
 //! A [`Pipeline`] collects nodes (sources, operators, sinks) and edges.
-//! [`Stream<T>`] is a typed handle on the output of one or more nodes (more
-//! than one after [`Stream::union`]); operators from `eddy-operators` extend it
-//! through [`Stream::transform`]. Nothing runs until [`Pipeline::start`], which
+//! [`Stream<T>`](crate::Stream) is a typed handle on the output of one or more nodes (more
+//! than one after [`Stream::union`](crate::Stream::union)); operators from `eddy-operators` extend it
+//! through [`Stream::transform`](crate::Stream::transform). Nothing runs until [`Pipeline::start`], which
 //! validates the plan ([`LogicalGraph::validate`]), creates one bounded
 //! channel per (upstream instance, downstream instance) pair and spawns one
 //! task per instance.

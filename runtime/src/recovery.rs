@@ -28,12 +28,12 @@
 //! (`CheckpointStats::recovery`).
 //!
 //! # Order of the steps
-//! [`check`] runs before the state backends are restored and changes
+//! `check` runs before the state backends are restored and changes
 //! nothing, so a refused (or otherwise failed) start leaves the output as
 //! it was. Only when everything else of the start succeeded does the
 //! runtime set aside the manifests recovery skipped
 //! (`CheckpointStore::set_aside`, so no later start can restore them and
-//! lose what this one commits) and then [`retract`]. A crash between the
+//! lose what this one commits) and then `retract`. A crash between the
 //! steps is safe: the next start makes the same decision again.
 
 use std::marker::PhantomData;

@@ -163,7 +163,7 @@ type Change = (TimeDomain, Slot);
 ///
 /// # Persistence
 /// The two ordered maps are the truth; each timer carries the generation
-/// (epoch) it was registered in, or [`WRITTEN`]. Registering appends the
+/// (epoch) it was registered in, or `WRITTEN`. Registering appends the
 /// timer to the epoch's `added` list; a timer leaving the set (fired or
 /// deleted) is appended to `removed` only if the backend holds it. Both are
 /// appends to a vector, where a hash map of changes (looked up at every

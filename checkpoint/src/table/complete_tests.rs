@@ -102,3 +102,52 @@ fn a_table_over_its_old_entries_reads_them() {
     assert_eq!(b.get(&7).unwrap(), None);
     assert_eq!(gets.load(Ordering::Relaxed), 0);
 }
+
+/// The backend's entries of table `t`, decoded.
+fn stored(t: &mut KeyedTable<u64, u64>) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    t.backend_mut()
+        .scan_prefix(b"t\0", &mut |k, v| {
+            out.push((
+                crate::codec::decode_body(&k[2..])?,
+                crate::codec::decode(v)?,
+            ));
+            Ok(())
+        })
+        .unwrap();
+    out
+}
+
+/// Taking values out while a marker's flush is pending: the marker's batch
+/// still holds every taken entry's value as of the marker (copy on write),
+/// and the next flush deletes them.
+#[test]
+fn taking_during_a_pending_flush_keeps_the_marker_values() {
+    let mut t: KeyedTable<u64, u64> = KeyedTable::new(Box::new(MemoryBackend::new()), "t");
+    for k in 0..10u64 {
+        t.put(k, k * 10).unwrap();
+    }
+    t.flush().unwrap();
+    for k in 0..10u64 {
+        t.update(&k, |v| *v = v.map(|x| x + 1)).unwrap();
+    }
+    t.begin_flush().unwrap();
+    // Encode part of the marker's batch, then take half of the keys.
+    assert!(!t.flush_step(3).unwrap());
+    let mut taken = Vec::new();
+    t.take_cached_where(|k| k % 2 == 0, |k, v| taken.push((k, v)))
+        .unwrap();
+    taken.sort_unstable();
+    let evens: Vec<(u64, u64)> = (0..10).step_by(2).map(|k| (k, k * 10 + 1)).collect();
+    assert_eq!(taken, evens);
+    while !t.flush_step(3).unwrap() {}
+    let at_marker: Vec<(u64, u64)> = (0..10).map(|k| (k, k * 10 + 1)).collect();
+    assert_eq!(stored(&mut t), at_marker, "the marker's values");
+    t.flush().unwrap();
+    let odds: Vec<(u64, u64)> = (1..10).step_by(2).map(|k| (k, k * 10 + 1)).collect();
+    assert_eq!(stored(&mut t), odds, "taken entries deleted");
+    for k in 0..10u64 {
+        let expect = (k % 2 == 1).then_some(k * 10 + 1);
+        assert_eq!(t.get(&k).unwrap().copied(), expect);
+    }
+}
