@@ -162,6 +162,21 @@ fn encode_op<K: Serialize, V: Serialize>(
     })
 }
 
+/// [`KeyedTable::mark_dirty`] on a table's fields (a macro, so the borrows
+/// stay disjoint from the cache entry the caller holds).
+macro_rules! mark_dirty {
+    ($t:ident, $entry:expr, $key:expr, $gen:expr) => {
+        Self::mark_dirty(
+            $entry,
+            $key,
+            $gen,
+            &mut $t.pending,
+            &$t.prefix,
+            &mut $t.dirty_keys,
+        )
+    };
+}
+
 impl<K, V> KeyedTable<K, V>
 where
     K: Hash + Eq + Clone + Serialize + DeserializeOwned,
@@ -275,14 +290,7 @@ where
         // is read from the backend.
         if let Some(entry) = self.cache.get_mut(key) {
             if entry.dirty_gen != gen {
-                Self::mark_dirty(
-                    entry,
-                    key,
-                    gen,
-                    &mut self.pending,
-                    &self.prefix,
-                    &mut self.dirty_keys,
-                )?;
+                mark_dirty!(self, entry, key, gen)?;
             }
             return Ok(f(&mut entry.value));
         }
@@ -293,14 +301,7 @@ where
             value,
             dirty_gen: CLEAN,
         });
-        Self::mark_dirty(
-            entry,
-            key,
-            gen,
-            &mut self.pending,
-            &self.prefix,
-            &mut self.dirty_keys,
-        )?;
+        mark_dirty!(self, entry, key, gen)?;
         Ok(f(&mut entry.value))
     }
 
@@ -339,14 +340,7 @@ where
             if entry.value.is_none() || !select(key) {
                 continue;
             }
-            Self::mark_dirty(
-                entry,
-                key,
-                gen,
-                &mut self.pending,
-                &self.prefix,
-                &mut self.dirty_keys,
-            )?;
+            mark_dirty!(self, entry, key, gen)?;
             if let Some(value) = entry.value.take() {
                 visit(key.clone(), value);
             }
@@ -365,14 +359,7 @@ where
             value: None,
             dirty_gen: CLEAN,
         });
-        Self::mark_dirty(
-            entry,
-            &key,
-            gen,
-            &mut self.pending,
-            &self.prefix,
-            &mut self.dirty_keys,
-        )?;
+        mark_dirty!(self, entry, &key, gen)?;
         entry.value = Some(value);
         Ok(())
     }
