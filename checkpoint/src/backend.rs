@@ -28,6 +28,23 @@ pub enum WriteOp {
     Put(Vec<u8>, Vec<u8>),
     /// Remove `key` (no error if absent).
     Delete(Vec<u8>),
+    /// Remove every key that starts with these bytes: a whole table at
+    /// once (a closed window's), one operation instead of one per key.
+    DeletePrefix(Vec<u8>),
+}
+
+/// The smallest key greater than every key starting with `prefix`, or
+/// `None` when there is none (the prefix is empty or all `0xff`): the end
+/// of a [`WriteOp::DeletePrefix`] range.
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// The callback of [`StateBackend::scan_prefix`]: sees each key and value.
@@ -130,6 +147,14 @@ impl StateBackend for MemoryBackend {
                 }
                 WriteOp::Delete(k) => {
                     self.map.remove(&k);
+                }
+                WriteOp::DeletePrefix(prefix) => {
+                    // Split off the range and keep what follows it.
+                    let mut tail = self.map.split_off(&prefix);
+                    if let Some(end) = prefix_end(&prefix) {
+                        let mut after = tail.split_off(&end);
+                        self.map.append(&mut after);
+                    }
                 }
             }
         }

@@ -315,6 +315,21 @@ impl StateBackend for RocksBackend {
             match op {
                 WriteOp::Put(k, v) => batch.put(k, v),
                 WriteOp::Delete(k) => batch.delete(k),
+                // One range tombstone.
+                WriteOp::DeletePrefix(prefix) => match crate::backend::prefix_end(&prefix) {
+                    Some(end) => batch.delete_range(prefix, end),
+                    // No end key (an empty or all-0xff prefix, which no
+                    // table has): delete the keys one by one.
+                    None => {
+                        let mut it = self.db.raw_iterator();
+                        it.seek(&prefix);
+                        while let Some(k) = it.key().filter(|k| k.starts_with(&prefix)) {
+                            batch.delete(k);
+                            it.next();
+                        }
+                        it.status().map_err(|e| self.backend_err("scan", e))?;
+                    }
+                },
             }
         }
         self.db

@@ -134,6 +134,9 @@ pub struct KeyedTable<K, V> {
     /// answered without reading the backend (a new window, a new key of a
     /// join or a process function costs no RocksDB read).
     complete: bool,
+    /// Emptied by [`KeyedTable::take_all`] since the last marker: the next
+    /// flush deletes the table's backend entries with one prefix delete.
+    cleared: bool,
 }
 
 /// Whether `backend` holds any entry under `prefix` (stops at the first;
@@ -187,8 +190,23 @@ where
         let mut prefix = name.as_bytes().to_vec();
         prefix.push(0);
         let complete = !holds_any(backend.as_ref(), &prefix);
+        Self::with_prefix(backend, prefix, complete)
+    }
+
+    /// A table named `name` that the caller knows its backend holds no
+    /// entry of (a name never used before in this backend's history, such
+    /// as a window's table named after its start): it opens complete
+    /// without reading the backend.
+    pub fn new_empty(backend: Box<dyn StateBackend>, name: &str) -> Self {
+        let mut prefix = name.as_bytes().to_vec();
+        prefix.push(0);
+        Self::with_prefix(backend, prefix, true)
+    }
+
+    fn with_prefix(backend: Box<dyn StateBackend>, prefix: Vec<u8>, complete: bool) -> Self {
         Self {
             complete,
+            cleared: false,
             backend,
             prefix,
             cache: HashMap::default(),
@@ -348,6 +366,57 @@ where
         Ok(())
     }
 
+    /// Empties the table, handing every entry to `visit` (in no particular
+    /// order): the way a window closes. The cache is dropped at once and
+    /// the next flush deletes the backend's entries with one
+    /// [`WriteOp::DeletePrefix`], instead of a delete per key. A table
+    /// whose cache holds everything visits its cache; another scans the
+    /// backend too. Entries a pending flush has not encoded yet give it
+    /// their marker-time values first (copy on write).
+    pub fn take_all(&mut self, mut visit: impl FnMut(K, V)) -> Result<()> {
+        if let Some(pending) = self.pending.as_mut() {
+            let closed = self.gen - 1;
+            for (k, e) in &self.cache {
+                if e.dirty_gen == closed {
+                    pending
+                        .ops
+                        .push(encode_op(&self.prefix, k, e.value.as_ref())?);
+                }
+            }
+        }
+        if self.complete {
+            for (k, e) in self.cache.drain() {
+                if let Some(v) = e.value {
+                    visit(k, v);
+                }
+            }
+        } else {
+            self.for_each(|k, v| {
+                visit(k, v);
+                Ok(())
+            })?;
+        }
+        // The pending flush finds none of its keys cached any more and
+        // writes what was encoded.
+        self.cache = HashMap::default();
+        self.dirty_keys.clear();
+        self.unsettled_removed.clear();
+        self.overshoot_until = 0;
+        self.complete = true;
+        self.cleared = true;
+        Ok(())
+    }
+
+    /// Whether the table holds no entry and has nothing left to write: a
+    /// table emptied by [`take_all`](Self::take_all) once its prefix delete
+    /// is written (the owner may then drop it). O(cached entries).
+    pub fn is_drained(&self) -> bool {
+        self.dirty_keys.is_empty()
+            && self.pending.is_none()
+            && !self.cleared
+            && self.cache.values().all(|e| e.value.is_none())
+    }
+
     /// Sets the value under `key`.
     pub fn put(&mut self, key: K, value: V) -> Result<()> {
         if !self.cache.contains_key(&key) {
@@ -403,13 +472,18 @@ where
             self.flush_step(usize::MAX)?;
         }
         self.refresh_settled();
-        if !self.dirty_keys.is_empty() {
+        if !self.dirty_keys.is_empty() || self.cleared {
             // The next epoch likely dirties as many: start it at that
             // capacity instead of growing (and copying) from empty.
             let cap = self.dirty_keys.len();
             let keys = std::mem::replace(&mut self.dirty_keys, Vec::with_capacity(cap));
+            let mut ops = Vec::with_capacity(keys.len() + 1);
+            if std::mem::take(&mut self.cleared) {
+                // Before the entries written since the table was emptied.
+                ops.push(WriteOp::DeletePrefix(self.prefix.clone()));
+            }
             self.pending = Some(Pending {
-                ops: Vec::with_capacity(keys.len()),
+                ops,
                 keys,
                 pos: 0,
                 removed: Vec::new(),
@@ -699,3 +773,6 @@ mod flush_tests;
 
 #[cfg(test)]
 mod complete_tests;
+
+#[cfg(test)]
+mod take_all_tests;

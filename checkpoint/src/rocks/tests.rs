@@ -121,6 +121,28 @@ fn batch_put_delete_scan() {
     assert_eq!(seen, vec![(b"a/2".to_vec(), b"y".to_vec())]);
 }
 
+/// A prefix delete is one range tombstone: it removes the prefix's keys
+/// and spares a key that only shares
+/// the name's first bytes.
+#[test]
+fn prefix_delete_removes_exactly_its_range() {
+    let f = fixture();
+    let mut b = f.open(None);
+    put(b.as_mut(), &[("w@1\0a", "x"), ("w@1\0b", "y"), ("w@10\0a", "z")]);
+    b.write_batch(vec![WriteOp::DeletePrefix(b"w@1\0".to_vec())])
+        .unwrap();
+    assert_eq!(get(b.as_ref(), "w@1\0a"), None);
+    assert_eq!(get(b.as_ref(), "w@1\0b"), None);
+    assert_eq!(get(b.as_ref(), "w@10\0a").as_deref(), Some("z"));
+    let mut seen = 0;
+    b.scan_prefix(b"w@", &mut |_, _| {
+        seen += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, 1);
+}
+
 #[test]
 fn snapshot_is_isolated_from_later_writes_and_restores() {
     let f = fixture();

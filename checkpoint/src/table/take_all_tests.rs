@@ -1,0 +1,199 @@
+//! Emptying a table at once ([`KeyedTable::take_all`]): every entry is
+//! handed out, the backend loses exactly this table's entries with one
+//! prefix delete at the next flush, and a pending flush still writes its
+//! marker's values.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::backend::{prefix_end, MemoryBackend, SharedBackend};
+
+/// The backend's entries of table `name`, decoded.
+fn stored(b: &SharedBackend, name: &str) -> BTreeMap<u64, u64> {
+    let mut prefix = name.as_bytes().to_vec();
+    prefix.push(0);
+    let mut out = BTreeMap::new();
+    b.scan_prefix(&prefix, &mut |k, v| {
+        out.insert(
+            codec::decode_body(&k[prefix.len()..])?,
+            codec::decode(v)?,
+        );
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+#[test]
+fn prefix_end_is_the_first_key_past_the_prefix() {
+    assert_eq!(prefix_end(b"w@1\0").unwrap(), b"w@1\x01".to_vec());
+    assert_eq!(prefix_end(b"a\xff\xff").unwrap(), b"b".to_vec());
+    assert_eq!(prefix_end(b"\xff\xff"), None);
+    assert_eq!(prefix_end(b""), None);
+}
+
+/// A prefix delete in the memory backend removes its range and nothing
+/// around it (`w@1` is a prefix of `w@10`'s name, not of its table prefix).
+#[test]
+fn a_prefix_delete_spares_its_neighbours() {
+    let mut b = MemoryBackend::new();
+    let keys: [&[u8]; 5] = [b"w@0\0k", b"w@1\0", b"w@1\0k", b"w@10\0k", b"w@2\0k"];
+    b.write_batch(
+        keys.iter()
+            .map(|k| WriteOp::Put(k.to_vec(), b"v".to_vec()))
+            .collect(),
+    )
+    .unwrap();
+    b.write_batch(vec![WriteOp::DeletePrefix(b"w@1\0".to_vec())])
+        .unwrap();
+    let left: Vec<Vec<u8>> = b.entries().map(|(k, _)| k.clone()).collect();
+    assert_eq!(
+        left,
+        vec![b"w@0\0k".to_vec(), b"w@10\0k".to_vec(), b"w@2\0k".to_vec()]
+    );
+}
+
+/// A complete table hands out every live entry; the next flush deletes
+/// its backend entries (written at an earlier flush) and nothing of a
+/// neighbouring table; the table is drained once that is written.
+#[test]
+fn take_all_empties_the_table_and_its_backend_range() {
+    let shared = SharedBackend::new(Box::new(MemoryBackend::new()));
+    let mut a: KeyedTable<u64, u64> = KeyedTable::new_empty(Box::new(shared.clone()), "w@1");
+    let mut b: KeyedTable<u64, u64> = KeyedTable::new_empty(Box::new(shared.clone()), "w@10");
+    for k in 0..20u64 {
+        a.put(k, k).unwrap();
+        b.put(k, k + 100).unwrap();
+    }
+    a.remove(&3).unwrap();
+    a.flush().unwrap();
+    b.flush().unwrap();
+    a.update(&4, |v| *v = Some(44)).unwrap();
+    let mut taken = BTreeMap::new();
+    a.take_all(|k, v| {
+        taken.insert(k, v);
+    })
+    .unwrap();
+    let mut expect: BTreeMap<u64, u64> = (0..20).map(|k| (k, k)).collect();
+    expect.remove(&3);
+    expect.insert(4, 44);
+    assert_eq!(taken, expect);
+    assert!(!a.is_drained(), "the prefix delete is not written yet");
+    assert_eq!(a.get(&5).unwrap(), None, "empty at once");
+    assert_eq!(stored(&shared, "w@1").len(), 19, "still in the backend");
+    a.flush().unwrap();
+    assert!(a.is_drained());
+    assert!(stored(&shared, "w@1").is_empty());
+    assert_eq!(stored(&shared, "w@10").len(), 20, "the neighbour is intact");
+}
+
+/// A table whose cache does not hold everything (it spilled) takes the
+/// backend's entries too, with the newest values.
+#[test]
+fn take_all_of_a_spilled_table_reads_the_backend() {
+    let shared = SharedBackend::new(Box::new(MemoryBackend::new()));
+    let mut t: KeyedTable<u64, u64> =
+        KeyedTable::new(Box::new(shared.clone()), "t").with_cache_capacity(8);
+    for k in 0..100u64 {
+        t.put(k, k).unwrap();
+    }
+    for k in 0..100u64 {
+        t.update(&k, |v| *v = v.map(|x| x * 2)).unwrap();
+    }
+    assert!(!t.is_complete());
+    let mut taken = BTreeMap::new();
+    t.take_all(|k, v| {
+        taken.insert(k, v);
+    })
+    .unwrap();
+    assert_eq!(taken, (0..100).map(|k| (k, k * 2)).collect());
+    t.flush().unwrap();
+    assert!(stored(&shared, "t").is_empty());
+    assert!(t.is_drained());
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u64, u64),
+    Remove(u64),
+    Marker,
+    Step(usize),
+    TakeAll,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..24u64, 0..1000u64).prop_map(|(k, v)| Op::Put(k, v)),
+        1 => (0..24u64).prop_map(Op::Remove),
+        2 => Just(Op::Marker),
+        2 => (1..6usize).prop_map(Op::Step),
+        1 => Just(Op::TakeAll),
+    ]
+}
+
+proptest! {
+    /// Whatever the interleaving of writes, markers, flush steps and
+    /// `take_all`: each completed flush leaves the backend holding the
+    /// table as of its marker, `take_all` hands out exactly the live
+    /// entries, and a small cache (spills) changes neither.
+    #[test]
+    fn take_all_keeps_every_flush_at_its_marker(
+        ops in proptest::collection::vec(op(), 1..200),
+        capacity in prop_oneof![Just(1024usize), 2..12usize],
+    ) {
+        let shared = SharedBackend::new(Box::new(MemoryBackend::new()));
+        let mut t: KeyedTable<u64, u64> =
+            KeyedTable::new(Box::new(shared.clone()), "t").with_cache_capacity(capacity);
+        let mut live: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut at_marker: Option<BTreeMap<u64, u64>> = None;
+        for op in ops {
+            match op {
+                Op::Put(k, v) => {
+                    t.put(k, v).unwrap();
+                    live.insert(k, v);
+                }
+                Op::Remove(k) => {
+                    t.remove(&k).unwrap();
+                    live.remove(&k);
+                }
+                Op::TakeAll => {
+                    let mut taken = BTreeMap::new();
+                    t.take_all(|k, v| {
+                        taken.insert(k, v);
+                    })
+                    .unwrap();
+                    prop_assert_eq!(&taken, &live);
+                    live.clear();
+                }
+                Op::Marker => {
+                    if let Some(expected) = at_marker.take() {
+                        t.flush_step(usize::MAX).unwrap();
+                        prop_assert_eq!(&stored(&shared, "t"), &expected);
+                    }
+                    t.begin_flush().unwrap();
+                    if t.is_flushing() {
+                        at_marker = Some(live.clone());
+                    } else {
+                        // Nothing was dirty: the backend already holds it.
+                        prop_assert_eq!(&stored(&shared, "t"), &live);
+                    }
+                }
+                Op::Step(n) => {
+                    if t.flush_step(n).unwrap() {
+                        if let Some(expected) = at_marker.take() {
+                            prop_assert_eq!(&stored(&shared, "t"), &expected);
+                        }
+                    }
+                }
+            }
+            for (k, v) in &live {
+                prop_assert_eq!(t.get(k).unwrap().copied(), Some(*v));
+            }
+        }
+        t.flush_step(usize::MAX).unwrap();
+        t.flush().unwrap();
+        prop_assert_eq!(&stored(&shared, "t"), &live);
+    }
+}
