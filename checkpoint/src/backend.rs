@@ -89,6 +89,14 @@ pub trait StateBackend: Send + 'static {
     fn settled(&self) -> bool {
         true
     }
+
+    /// Whether writes are being queued for a marker's snapshot (between
+    /// [`SharedBackend::defer_writes`] and the freeze): a table must not
+    /// spill then, or changes made after the marker would join its
+    /// snapshot.
+    fn deferring(&self) -> bool {
+        false
+    }
 }
 
 /// Reads a backend concurrently with its writes and snapshots (see
@@ -472,6 +480,11 @@ impl StateBackend for SharedBackend {
         let (gate, _) = &*self.gate;
         let g = gate.lock().unwrap_or_else(|p| p.into_inner());
         g.queued.is_empty() && g.unapplied == 0
+    }
+
+    fn deferring(&self) -> bool {
+        let (gate, _) = &*self.gate;
+        gate.lock().unwrap_or_else(|p| p.into_inner()).deferring
     }
 }
 

@@ -567,7 +567,8 @@ where
     }
 
     /// Keeps the cache within capacity: spills dirty entries (unless a
-    /// marker's flush is pending, which writes them), then evicts entries
+    /// marker's flush is pending, which writes them, or the backend is
+    /// queueing a marker's batches), then evicts entries
     /// the backend has applied down to three quarters of the capacity.
     /// Entries held back (dirty, or written and not yet applied) let the
     /// cache grow a quarter beyond its capacity before the next pass instead
@@ -576,7 +577,10 @@ where
         if self.cache.len() < self.capacity.max(self.overshoot_until) {
             return Ok(());
         }
-        if self.pending.is_none() {
+        // No spill while a marker's batches are being queued (another
+        // table of the task still flushing): it would join that marker's
+        // snapshot. Only written entries are evicted meanwhile.
+        if self.pending.is_none() && !self.backend.deferring() {
             self.flush()?;
         }
         self.refresh_settled();

@@ -231,6 +231,15 @@ impl OperatorContext {
         Some(Box::new(self.backend.clone()))
     }
 
+    /// The instance's state backend as a handle that opens more handles
+    /// later, for an operator that creates tables as it goes (one per
+    /// open window); each table over it is declared in
+    /// [`Operator::tables`] while it has state or writes pending.
+    pub fn shared_state_backend(&mut self) -> SharedBackend {
+        self.took = true;
+        self.backend.clone()
+    }
+
     /// Whether the operator took its state backend.
     pub(crate) fn took_state(&self) -> bool {
         self.took

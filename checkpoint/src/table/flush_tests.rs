@@ -253,3 +253,41 @@ fn update_existing_touches_present_keys_only() {
     let mut fresh = table(&shared, 8);
     assert_eq!(fresh.update_existing(&1, |_| ()).unwrap(), None);
 }
+
+/// Two tables of one task: while the first one's marker batch is queued
+/// (the backend defers writes until the freeze), the second one, which
+/// had nothing to flush at the marker, fills its cache past capacity. It
+/// must not spill then: its post-marker values would join the marker's
+/// snapshot.
+#[test]
+fn no_spill_joins_a_marker_batch() {
+    let shared = SharedBackend::new(Box::new(MemoryBackend::new()));
+    let mut a = table(&shared, 1024);
+    let mut b: KeyedTable<u64, u64> =
+        KeyedTable::new(Box::new(shared.clone()), "b").with_cache_capacity(4);
+    for k in 0..10u64 {
+        a.put(k, k).unwrap();
+    }
+    shared.defer_writes();
+    a.begin_flush().unwrap();
+    b.begin_flush().unwrap();
+    assert!(!a.flush_step(3).unwrap());
+    // After the marker: b fills past its capacity.
+    for k in 0..40u64 {
+        b.put(k, 1).unwrap();
+    }
+    assert!(a.flush_step(usize::MAX).unwrap());
+    shared.freeze().take().unwrap();
+    let mut of_b = 0;
+    shared
+        .scan_prefix(b"b\0", &mut |_, _| {
+            of_b += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(of_b, 0, "b's post-marker entries are in the marker's snapshot");
+    assert_eq!(backend_contents(&shared).len(), 10);
+    for k in 0..40u64 {
+        assert_eq!(b.get(&k).unwrap(), Some(&1));
+    }
+}

@@ -274,16 +274,17 @@ impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> Running<I, O, S, Op> {
         {
             return Ok(());
         }
-        // Once one of the operator's tables has written its batch (queued
-        // until the freeze below), the others finish in the same call: a
-        // table reading the backend on a cache miss in between would not
-        // see the queued batch.
-        let mut budget = budget;
+        // Then the operator's tables, one step of one table per call: a
+        // table whose batch is written (queued until the freeze below)
+        // keeps those entries cached until the backend applies them, so a
+        // cache miss never needs a queued write, and no table spills while
+        // the backend queues (that would put post-marker values into this
+        // marker's snapshot). An operator with one table per open window
+        // steps through all of them without a stall.
         for t in self.task.op.tables() {
             if !t.flush_step(budget).map_err(OperatorError::from)? {
                 return Ok(());
             }
-            budget = usize::MAX;
         }
         self.flushing = None;
         let Some(link) = self.task.ckpt.clone() else {
