@@ -397,8 +397,9 @@ where
             })?;
         }
         // The pending flush finds none of its keys cached any more and
-        // writes what was encoded.
-        self.cache = HashMap::default();
+        // writes what was encoded. The map keeps its allocation for
+        // [`reuse_empty`](Self::reuse_empty).
+        self.cache.clear();
         self.dirty_keys.clear();
         self.unsettled_removed.clear();
         self.overshoot_until = 0;
@@ -415,6 +416,25 @@ where
             && self.pending.is_none()
             && !self.cleared
             && self.cache.values().all(|e| e.value.is_none())
+    }
+
+    /// Gives a [drained](Self::is_drained) table a name its backend never
+    /// held, as [`new_empty`](Self::new_empty) would, keeping its cache's
+    /// allocation: the next window's table starts at the size the last one
+    /// reached instead of growing (and rehashing) from nothing. Returns
+    /// whether it was drained; otherwise nothing changes.
+    pub fn reuse_empty(&mut self, name: &str) -> bool {
+        if !self.is_drained() {
+            return false;
+        }
+        self.prefix.clear();
+        self.prefix.extend_from_slice(name.as_bytes());
+        self.prefix.push(0);
+        self.cache.clear();
+        self.unsettled_removed.clear();
+        self.overshoot_until = 0;
+        self.complete = true;
+        true
     }
 
     /// Sets the value under `key`.

@@ -219,17 +219,15 @@ impl<T: Clone> Router<T> {
         for (gi, g) in self.groups.iter_mut().enumerate() {
             let last = gi + 1 == n_groups;
             // Only the last group may take the records; the others clone.
-            let take = |records: &mut Vec<Record<T>>| -> Vec<Record<T>> {
-                if last {
-                    std::mem::take(records)
-                } else {
-                    records.clone()
-                }
+            let mut owned = if last {
+                std::mem::take(records)
+            } else {
+                records.clone()
             };
             match &g.partitioning {
                 Partitioning::Forward => {
                     let e = &mut g.edges[0];
-                    for r in take(records) {
+                    for r in owned.drain(..) {
                         e.buf.push(r);
                         if e.buf.len() >= batch_size {
                             send_buf(e, batch_size).await?;
@@ -238,7 +236,7 @@ impl<T: Clone> Router<T> {
                 }
                 Partitioning::Hash(f) => {
                     let n = g.edges.len();
-                    for r in take(records) {
+                    for r in owned.drain(..) {
                         let kg = key_group(f(&r.value), g.max_key_groups);
                         let e = &mut g.edges[instance_for_key_group(kg, g.max_key_groups, n)];
                         e.buf.push(r);
@@ -249,7 +247,7 @@ impl<T: Clone> Router<T> {
                 }
                 Partitioning::Rebalance => {
                     let n = g.edges.len();
-                    for r in take(records) {
+                    for r in owned.drain(..) {
                         let e = &mut g.edges[g.next];
                         g.next = (g.next + 1) % n;
                         e.buf.push(r);
@@ -259,7 +257,7 @@ impl<T: Clone> Router<T> {
                     }
                 }
                 Partitioning::Broadcast => {
-                    for r in take(records) {
+                    for r in owned.drain(..) {
                         for e in g.edges.iter_mut() {
                             e.buf.push(r.clone());
                             if e.buf.len() >= batch_size {
@@ -268,6 +266,11 @@ impl<T: Clone> Router<T> {
                         }
                     }
                 }
+            }
+            if last {
+                // Empty, with its capacity: the caller's next batch of
+                // outputs does not grow a new vector from nothing.
+                *records = owned;
             }
         }
         records.clear();

@@ -53,6 +53,8 @@ pub struct FixedWindowAggregate<T, K, A: Aggregator<T>> {
     open: BTreeMap<i64, KeyedTable<K, A::Acc>>,
     /// Tables of closed windows, declared until their delete is written.
     retired: Vec<KeyedTable<K, A::Acc>>,
+    /// A drained table, reused for the next window (its cache allocated).
+    spare: Option<KeyedTable<K, A::Acc>>,
     /// Taken out of a closing window's state, not yet emitted: (key,
     /// window start, accumulator).
     closing: Vec<(K, i64, A::Acc)>,
@@ -60,7 +62,7 @@ pub struct FixedWindowAggregate<T, K, A: Aggregator<T>> {
 }
 
 /// Keys of a window closed per timer call (see the module docs).
-pub const FIRE_SLICE: usize = 128;
+pub const FIRE_SLICE: usize = 512;
 
 /// The names of the window tables start with this, then the start.
 const TABLE: &str = "window@";
@@ -128,6 +130,7 @@ impl<T, K, A: Aggregator<T>> Clone for FixedWindowAggregate<T, K, A> {
             cache_capacity: self.cache_capacity,
             open: BTreeMap::new(),
             retired: Vec::new(),
+            spare: None,
             closing: Vec::new(),
             windows: Vec::new(),
         }
@@ -154,6 +157,7 @@ impl<T, K, A: Aggregator<T>> FixedWindowAggregate<T, K, A> {
             cache_capacity: eddy_checkpoint::table::DEFAULT_CACHE_CAPACITY,
             open: BTreeMap::new(),
             retired: Vec::new(),
+            spare: None,
             closing: Vec::new(),
             windows: Vec::new(),
         }
@@ -186,6 +190,7 @@ where
         // Recovery: a table for each window with restored state.
         self.open.clear();
         self.retired.clear();
+        self.spare = None;
         for start in starts_held(&backend)? {
             let table = KeyedTable::new(Box::new(backend.clone()), &table_name(start))
                 .with_cache_capacity(self.cache_capacity);
@@ -196,8 +201,13 @@ where
     }
 
     fn tables(&mut self) -> Vec<&mut dyn ManagedState> {
-        // A closed window's table leaves once its delete is written.
-        self.retired.retain(|t| !t.is_drained());
+        // A closed window's table leaves once its delete is written (one
+        // is kept for reuse).
+        for t in self.retired.extract_if(.., |t| t.is_drained()) {
+            if self.spare.is_none() {
+                self.spare = Some(t);
+            }
+        }
         // The oldest window first: the one with the most to flush.
         self.open
             .values_mut()
@@ -235,10 +245,16 @@ where
                     // A window opens once: a start the watermark passed
                     // never takes a record again, and the starts with
                     // restored state were opened in `open`.
-                    e.insert(
-                        KeyedTable::new_empty(Box::new(backend.clone()), &table_name(w.start))
-                            .with_cache_capacity(self.cache_capacity),
-                    )
+                    let name = table_name(w.start);
+                    let reused = self
+                        .spare
+                        .take()
+                        .and_then(|mut t| t.reuse_empty(&name).then_some(t));
+                    let table = reused.unwrap_or_else(|| {
+                        KeyedTable::new_empty(Box::new(backend.clone()), &name)
+                            .with_cache_capacity(self.cache_capacity)
+                    });
+                    e.insert(table)
                 }
             };
             let result = table.update(&key, |acc| {

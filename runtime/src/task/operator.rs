@@ -81,7 +81,7 @@ const FLUSH_STEP_EVERY: usize = FLUSH_STEP;
 /// task does not hold its worker thread for the whole burst, so the
 /// operators downstream, and another instance firing the same watermark
 /// on the same worker, make progress meanwhile.
-const FIRE_CHUNK: usize = 128;
+const FIRE_CHUNK: usize = 512;
 
 /// A flush begun at a marker and not yet written.
 #[derive(Clone, Copy)]
