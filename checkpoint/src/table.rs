@@ -80,7 +80,7 @@ impl<V> Entry<V> {
 }
 
 /// A flush begun at a marker and not yet written.
-struct Pending<K> {
+struct Pending<K, V> {
     /// The keys dirty at the marker (generation `gen - 1`).
     keys: Vec<K>,
     /// Keys before this index are encoded (or were re-dirtied and encoded
@@ -93,6 +93,10 @@ struct Pending<K> {
     /// changed since (a closed window, an expired key), so it holds live
     /// entries only instead of growing with every key ever removed.
     removed: Vec<K>,
+    /// The cache as [`KeyedTable::take_all`] left it while this flush still
+    /// needed some of its entries: they are encoded from here, in steps,
+    /// instead of all at once when the table was emptied.
+    frozen: Option<HashMap<K, Entry<V>, CacheHasher>>,
 }
 
 /// The cache's hasher: foldhash, seeded per process. Every record does a
@@ -111,7 +115,7 @@ pub struct KeyedTable<K, V> {
     /// Keys of the entries dirty in the current generation, so a flush
     /// touches only those.
     dirty_keys: Vec<K>,
-    pending: Option<Pending<K>>,
+    pending: Option<Pending<K, V>>,
     /// The newest generation whose flush is written to the backend (it may
     /// still be queued there, not applied).
     written_gen: u64,
@@ -263,7 +267,7 @@ where
         entry: &mut Entry<V>,
         key: &K,
         gen: u64,
-        pending: &mut Option<Pending<K>>,
+        pending: &mut Option<Pending<K, V>>,
         prefix: &[u8],
         dirty_keys: &mut Vec<K>,
     ) -> Result<()> {
@@ -342,64 +346,50 @@ where
         self.update(key, f).map(Some)
     }
 
-    /// Takes the value out of every cached entry whose key `select` picks
-    /// and hands it to `visit`; each becomes a delete, as with
-    /// `update(key, |v| v.take())`. One sequential pass over the cache
-    /// instead of a random lookup per key (a window closing 10 k keys
-    /// spent most of its time on those lookups' cache misses). Sees cached
-    /// entries only: all of them while [`is_complete`](Self::is_complete).
-    pub fn take_cached_where(
-        &mut self,
-        mut select: impl FnMut(&K) -> bool,
-        mut visit: impl FnMut(K, V),
-    ) -> Result<()> {
-        let gen = self.gen;
-        for (key, entry) in &mut self.cache {
-            if entry.value.is_none() || !select(key) {
-                continue;
-            }
-            mark_dirty!(self, entry, key, gen)?;
-            if let Some(value) = entry.value.take() {
-                visit(key.clone(), value);
-            }
-        }
-        Ok(())
-    }
-
-    /// Empties the table, handing every entry to `visit` (in no particular
-    /// order): the way a window closes. The cache is dropped at once and
-    /// the next flush deletes the backend's entries with one
+    /// Empties the table, showing every entry to `visit` (in no
+    /// particular order): the way a window closes. The cache is emptied at
+    /// once and the next flush deletes the backend's entries with one
     /// [`WriteOp::DeletePrefix`], instead of a delete per key. A table
     /// whose cache holds everything visits its cache; another scans the
-    /// backend too. Entries a pending flush has not encoded yet give it
-    /// their marker-time values first (copy on write).
-    pub fn take_all(&mut self, mut visit: impl FnMut(K, V)) -> Result<()> {
-        if let Some(pending) = self.pending.as_mut() {
-            let closed = self.gen - 1;
-            for (k, e) in &self.cache {
-                if e.dirty_gen == closed {
-                    pending
-                        .ops
-                        .push(encode_op(&self.prefix, k, e.value.as_ref())?);
-                }
-            }
-        }
+    /// backend too. A pending flush keeps the entries it has not encoded
+    /// yet, with their marker-time values, and encodes them in its steps:
+    /// closing a window during a marker's flush costs no stall.
+    pub fn take_all(&mut self, mut visit: impl FnMut(&K, &V)) -> Result<()> {
+        let closed = self.gen - 1;
+        let flushing = self.pending.is_some();
+        let mut needed = false;
         if self.complete {
-            for (k, e) in self.cache.drain() {
-                if let Some(v) = e.value {
+            for (k, e) in &self.cache {
+                needed |= flushing && e.dirty_gen == closed;
+                if let Some(v) = &e.value {
                     visit(k, v);
                 }
             }
         } else {
             self.for_each(|k, v| {
-                visit(k, v);
+                visit(&k, &v);
                 Ok(())
             })?;
+            needed = flushing && self.cache.values().any(|e| e.dirty_gen == closed);
         }
-        // The pending flush finds none of its keys cached any more and
-        // writes what was encoded. The map keeps its allocation for
-        // [`reuse_empty`](Self::reuse_empty).
-        self.cache.clear();
+        if needed {
+            let cache = std::mem::take(&mut self.cache);
+            let pending = self.pending.as_mut().expect("checked above");
+            match pending.frozen.as_mut() {
+                // Emptied twice during one flush: the first map holds the
+                // marker-time values.
+                Some(frozen) => {
+                    for (k, e) in cache {
+                        frozen.entry(k).or_insert(e);
+                    }
+                }
+                None => pending.frozen = Some(cache),
+            }
+        } else {
+            // The map keeps its allocation for
+            // [`reuse_empty`](Self::reuse_empty).
+            self.cache.clear();
+        }
         self.dirty_keys.clear();
         self.unsettled_removed.clear();
         self.overshoot_until = 0;
@@ -507,6 +497,7 @@ where
                 keys,
                 pos: 0,
                 removed: Vec::new(),
+                frozen: None,
             });
             // What an earlier flush held back is written now.
             self.overshoot_until = 0;
@@ -523,25 +514,38 @@ where
             return Ok(true);
         };
         let closed = self.gen - 1;
-        let end = pending.keys.len().min(pending.pos.saturating_add(budget));
-        for k in &pending.keys[pending.pos..end] {
+        let Pending {
+            keys,
+            pos,
+            ops,
+            removed,
+            frozen,
+        } = pending;
+        let end = keys.len().min(pos.saturating_add(budget));
+        for k in &keys[*pos..end] {
+            // Taken by take_all: the marker-time value, if not yet encoded.
+            if let Some(e) = frozen.as_mut().and_then(|f| f.get_mut(k)) {
+                if e.dirty_gen == closed {
+                    ops.push(encode_op(&self.prefix, k, e.value.as_ref())?);
+                    e.dirty_gen = closed | ENCODED;
+                }
+                continue;
+            }
             // Dirty entries are never evicted. An entry of the current
             // generation was encoded when it was changed.
             if let Some(e) = self.cache.get_mut(k) {
                 if e.dirty_gen == closed {
-                    pending
-                        .ops
-                        .push(encode_op(&self.prefix, k, e.value.as_ref())?);
+                    ops.push(encode_op(&self.prefix, k, e.value.as_ref())?);
                     // Not clean yet: the backend gets it with the batch.
                     e.dirty_gen = closed | ENCODED;
                     if e.value.is_none() {
-                        pending.removed.push(k.clone());
+                        removed.push(k.clone());
                     }
                 }
             }
         }
-        pending.pos = end;
-        if end < pending.keys.len() {
+        *pos = end;
+        if end < keys.len() {
             return Ok(false);
         }
         let Pending { ops, removed, .. } = self.pending.take().expect("checked above");
@@ -704,93 +708,7 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::MemoryBackend;
-
-    /// Entries whose delete a flush wrote leave the cache (it holds live
-    /// entries only); one changed again after the marker stays, and every
-    /// key reads back as the backend and the cache agree.
-    #[test]
-    fn removed_entries_leave_the_cache_once_their_delete_is_written() {
-        let mut t: KeyedTable<u64, u64> = KeyedTable::new(Box::new(MemoryBackend::new()), "w");
-        for k in 0..100 {
-            t.update(&k, |v| *v = Some(k)).unwrap();
-        }
-        t.flush().unwrap();
-        for k in 0..50 {
-            t.remove(&k).unwrap();
-        }
-        t.remove(&60).unwrap();
-        t.update(&60, |v| *v = Some(1)).unwrap();
-        t.remove(&80).unwrap();
-        t.begin_flush().unwrap();
-        // After the marker: 80 is set again before its delete is encoded
-        // (copy on write), 90 is removed in the next epoch.
-        t.update(&80, |v| *v = Some(5)).unwrap();
-        t.remove(&90).unwrap();
-        while !t.flush_step(7).unwrap() {}
-        assert_eq!(t.cache.len(), 50, "0..50 dropped; 80 and 90 kept");
-        for k in 0..50 {
-            assert_eq!(t.get(&k).unwrap(), None);
-        }
-        assert_eq!(t.get(&60).unwrap(), Some(&1));
-        assert_eq!(t.get(&80).unwrap(), Some(&5));
-        assert_eq!(t.get(&90).unwrap(), None);
-        t.flush().unwrap();
-        let mut left = 0;
-        t.for_each(|_, _| {
-            left += 1;
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(left, 49, "50..100 less 90");
-    }
-
-    #[test]
-    fn update_flush_and_reread() {
-        let mut t: KeyedTable<String, u64> = KeyedTable::new(Box::new(MemoryBackend::new()), "c");
-        for w in ["a", "b", "a", "c", "a"] {
-            t.update(&w.to_string(), |v| *v = Some(v.unwrap_or(0) + 1))
-                .unwrap();
-        }
-        assert_eq!(t.dirty_len(), 3);
-        t.flush().unwrap();
-        assert_eq!(t.dirty_len(), 0);
-        let mut all = Vec::new();
-        t.for_each(|k, v| {
-            all.push((k, v));
-            Ok(())
-        })
-        .unwrap();
-        all.sort();
-        assert_eq!(all, vec![("a".into(), 3), ("b".into(), 1), ("c".into(), 1)]);
-    }
-
-    #[test]
-    fn state_larger_than_cache_spills_and_reads_back() {
-        let mut t: KeyedTable<u64, u64> =
-            KeyedTable::new(Box::new(MemoryBackend::new()), "big").with_cache_capacity(64);
-        for round in 0..3u64 {
-            for k in 0..1000u64 {
-                t.update(&k, |v| *v = Some(v.unwrap_or(0) + k + round))
-                    .unwrap();
-            }
-        }
-        t.remove(&5).unwrap();
-        for k in 0..1000u64 {
-            let expect = if k == 5 { None } else { Some(3 * k + 3) };
-            assert_eq!(t.get(&k).unwrap().copied(), expect, "key {k}");
-        }
-        let mut n = 0;
-        t.for_each(|_, _| {
-            n += 1;
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(n, 999);
-    }
-}
+mod tests;
 
 #[cfg(test)]
 mod flush_tests;

@@ -128,7 +128,10 @@ fn batch_put_delete_scan() {
 fn prefix_delete_removes_exactly_its_range() {
     let f = fixture();
     let mut b = f.open(None);
-    put(b.as_mut(), &[("w@1\0a", "x"), ("w@1\0b", "y"), ("w@10\0a", "z")]);
+    put(
+        b.as_mut(),
+        &[("w@1\0a", "x"), ("w@1\0b", "y"), ("w@10\0a", "z")],
+    );
     b.write_batch(vec![WriteOp::DeletePrefix(b"w@1\0".to_vec())])
         .unwrap();
     assert_eq!(get(b.as_ref(), "w@1\0a"), None);

@@ -285,7 +285,10 @@ fn no_spill_joins_a_marker_batch() {
             Ok(())
         })
         .unwrap();
-    assert_eq!(of_b, 0, "b's post-marker entries are in the marker's snapshot");
+    assert_eq!(
+        of_b, 0,
+        "b's post-marker entries are in the marker's snapshot"
+    );
     assert_eq!(backend_contents(&shared).len(), 10);
     for k in 0..40u64 {
         assert_eq!(b.get(&k).unwrap(), Some(&1));

@@ -16,10 +16,7 @@ fn stored(b: &SharedBackend, name: &str) -> BTreeMap<u64, u64> {
     prefix.push(0);
     let mut out = BTreeMap::new();
     b.scan_prefix(&prefix, &mut |k, v| {
-        out.insert(
-            codec::decode_body(&k[prefix.len()..])?,
-            codec::decode(v)?,
-        );
+        out.insert(codec::decode_body(&k[prefix.len()..])?, codec::decode(v)?);
         Ok(())
     })
     .unwrap();
@@ -73,7 +70,7 @@ fn take_all_empties_the_table_and_its_backend_range() {
     a.update(&4, |v| *v = Some(44)).unwrap();
     let mut taken = BTreeMap::new();
     a.take_all(|k, v| {
-        taken.insert(k, v);
+        taken.insert(*k, *v);
     })
     .unwrap();
     let mut expect: BTreeMap<u64, u64> = (0..20).map(|k| (k, k)).collect();
@@ -105,13 +102,68 @@ fn take_all_of_a_spilled_table_reads_the_backend() {
     assert!(!t.is_complete());
     let mut taken = BTreeMap::new();
     t.take_all(|k, v| {
-        taken.insert(k, v);
+        taken.insert(*k, *v);
     })
     .unwrap();
     assert_eq!(taken, (0..100).map(|k| (k, k * 2)).collect());
     t.flush().unwrap();
     assert!(stored(&shared, "t").is_empty());
     assert!(t.is_drained());
+}
+
+/// A drained table takes a new name and starts empty and complete: its
+/// writes go under the new name, the old name's entries stay deleted, and
+/// a table that still has its delete to write refuses.
+#[test]
+fn a_drained_table_is_reused_under_a_new_name() {
+    let shared = SharedBackend::new(Box::new(MemoryBackend::new()));
+    let mut t: KeyedTable<u64, u64> = KeyedTable::new_empty(Box::new(shared.clone()), "w@1");
+    for k in 0..50u64 {
+        t.put(k, k).unwrap();
+    }
+    t.flush().unwrap();
+    t.take_all(|_, _| {}).unwrap();
+    assert!(!t.reuse_empty("w@2"), "its delete is not written yet");
+    t.flush().unwrap();
+    assert!(t.reuse_empty("w@2"));
+    assert!(t.is_complete());
+    assert_eq!(t.get(&3).unwrap(), None);
+    t.put(3, 33).unwrap();
+    t.flush().unwrap();
+    assert!(stored(&shared, "w@1").is_empty());
+    assert_eq!(stored(&shared, "w@2"), BTreeMap::from([(3, 33)]));
+}
+
+/// Emptying a table while a marker's flush has most of it still to
+/// encode encodes nothing then (no stall): the flush's steps encode the
+/// marker-time values later, and the backend ends up with exactly them.
+#[test]
+fn take_all_during_a_flush_leaves_the_encoding_to_its_steps() {
+    let shared = SharedBackend::new(Box::new(MemoryBackend::new()));
+    let mut t: KeyedTable<u64, u64> = KeyedTable::new_empty(Box::new(shared.clone()), "t");
+    for k in 0..1000u64 {
+        t.put(k, k).unwrap();
+    }
+    t.begin_flush().unwrap();
+    assert!(!t.flush_step(10).unwrap());
+    let encoded = t.pending.as_ref().unwrap().ops.len();
+    assert_eq!(encoded, 10);
+    let mut n = 0;
+    t.take_all(|_, _| n += 1).unwrap();
+    assert_eq!(n, 1000);
+    assert_eq!(
+        t.pending.as_ref().unwrap().ops.len(),
+        encoded,
+        "take_all encoded the flush's entries itself"
+    );
+    let mut steps = 1;
+    while !t.flush_step(100).unwrap() {
+        steps += 1;
+    }
+    assert!(steps >= 10, "the rest took {steps} steps of 100");
+    assert_eq!(stored(&shared, "t"), (0..1000).map(|k| (k, k)).collect());
+    t.flush().unwrap();
+    assert!(stored(&shared, "t").is_empty());
 }
 
 #[derive(Debug, Clone)]
@@ -161,7 +213,7 @@ proptest! {
                 Op::TakeAll => {
                     let mut taken = BTreeMap::new();
                     t.take_all(|k, v| {
-                        taken.insert(k, v);
+                        taken.insert(*k, *v);
                     })
                     .unwrap();
                     prop_assert_eq!(&taken, &live);

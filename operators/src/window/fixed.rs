@@ -55,9 +55,9 @@ pub struct FixedWindowAggregate<T, K, A: Aggregator<T>> {
     retired: Vec<KeyedTable<K, A::Acc>>,
     /// A drained table, reused for the next window (its cache allocated).
     spare: Option<KeyedTable<K, A::Acc>>,
-    /// Taken out of a closing window's state, not yet emitted: (key,
-    /// window start, accumulator).
-    closing: Vec<(K, i64, A::Acc)>,
+    /// Results of a closing window not yet emitted: (key, window start,
+    /// result).
+    closing: Vec<(K, i64, A::Out)>,
     windows: Vec<Window>,
 }
 
@@ -80,7 +80,10 @@ fn starts_held(backend: &SharedBackend) -> Result<Vec<i64>, OperatorError> {
         .scan_prefix(TABLE.as_bytes(), &mut |k, _| {
             let rest = &k[TABLE.len()..];
             let digits = rest.split(|b| *b == 0).next().unwrap_or_default();
-            match std::str::from_utf8(digits).ok().and_then(|d| d.parse().ok()) {
+            match std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| d.parse().ok())
+            {
                 Some(start) if starts.last() != Some(&start) => starts.push(start),
                 Some(_) => {}
                 None => bad = Some(String::from_utf8_lossy(k).into_owned()),
@@ -289,8 +292,10 @@ where
         if self.closing.is_empty() {
             if let Some(mut table) = self.open.remove(&start) {
                 let closing = &mut self.closing;
+                let agg = &self.agg;
                 if self.mode == OutputMode::Append {
-                    table.take_all(|key, acc| closing.push((key, start, acc)))?;
+                    table
+                        .take_all(|key, acc| closing.push((key.clone(), start, agg.result(acc))))?;
                 } else {
                     table.take_all(|_, _| {})?;
                 }
@@ -298,16 +303,9 @@ where
             }
         }
         let rest = self.closing.len().saturating_sub(FIRE_SLICE);
-        for (key, start, acc) in self.closing.drain(rest..) {
+        for (key, start, value) in self.closing.drain(rest..) {
             let window = self.spec.window_at(start);
-            out.emit_at(
-                WindowResult {
-                    key,
-                    window,
-                    value: self.agg.result(&acc),
-                },
-                window.max_timestamp(),
-            );
+            out.emit_at(WindowResult { key, window, value }, window.max_timestamp());
         }
         if rest > 0 {
             // The rest in the next call (due at once).
