@@ -221,6 +221,19 @@ impl OperatorContext {
         )
     }
 
+    /// A context for unit tests of operators, over `backend` (to open an
+    /// operator again over the state another instance left, as a restart
+    /// does).
+    pub fn for_test_over(name: &str, backend: SharedBackend) -> Self {
+        Self::new(
+            name,
+            0,
+            1,
+            eddy_checkpoint::table::DEFAULT_CACHE_CAPACITY,
+            backend,
+        )
+    }
+
     /// A handle on this instance's state backend (restored from the last
     /// checkpoint when the query recovers). A stateful operator builds each
     /// of its tables over one handle in `open` (tables share the backend,
