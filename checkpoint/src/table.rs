@@ -97,6 +97,8 @@ struct Pending<K, V> {
     /// needed some of its entries: they are encoded from here, in steps,
     /// instead of all at once when the table was emptied.
     frozen: Option<HashMap<K, Entry<V>, CacheHasher>>,
+    /// Whether the batch starts with the table's prefix delete.
+    clears: bool,
 }
 
 /// The cache's hasher: foldhash, seeded per process. Every record does a
@@ -141,6 +143,13 @@ pub struct KeyedTable<K, V> {
     /// Emptied by [`KeyedTable::take_all`] since the last marker: the next
     /// flush deletes the table's backend entries with one prefix delete.
     cleared: bool,
+    /// The generation whose batch deleted the table's backend entries with
+    /// a prefix delete (0: none). Until the backend has applied it, a scan
+    /// answers from the cache alone, which holds every live entry then.
+    cleared_gen: u64,
+    /// Whether this table ever wrote to its backend under its prefix: an
+    /// emptied table that never did has nothing there to delete.
+    wrote: bool,
 }
 
 /// Whether `backend` holds any entry under `prefix` (stops at the first;
@@ -211,6 +220,8 @@ where
         Self {
             complete,
             cleared: false,
+            cleared_gen: 0,
+            wrote: false,
             backend,
             prefix,
             cache: HashMap::default(),
@@ -390,11 +401,19 @@ where
             // [`reuse_empty`](Self::reuse_empty).
             self.cache.clear();
         }
+        let spilled = !self.complete;
         self.dirty_keys.clear();
         self.unsettled_removed.clear();
         self.overshoot_until = 0;
         self.complete = true;
-        self.cleared = true;
+        // Nothing to delete if the table never wrote under its prefix and
+        // no pending flush will.
+        self.cleared = self.wrote || self.pending.is_some();
+        if self.cleared && spilled && self.pending.is_none() && !self.backend.deferring() {
+            // A table that spilled writes early as a spill does, so that
+            // a query without markers (no checkpoints) drops it too.
+            self.flush()?;
+        }
         Ok(())
     }
 
@@ -422,6 +441,8 @@ where
         self.prefix.push(0);
         self.cache.clear();
         self.unsettled_removed.clear();
+        self.wrote = false;
+        self.cleared_gen = 0;
         self.overshoot_until = 0;
         self.complete = true;
         true
@@ -488,7 +509,8 @@ where
             let cap = self.dirty_keys.len();
             let keys = std::mem::replace(&mut self.dirty_keys, Vec::with_capacity(cap));
             let mut ops = Vec::with_capacity(keys.len() + 1);
-            if std::mem::take(&mut self.cleared) {
+            let clears = std::mem::take(&mut self.cleared);
+            if clears {
                 // Before the entries written since the table was emptied.
                 ops.push(WriteOp::DeletePrefix(self.prefix.clone()));
             }
@@ -498,6 +520,7 @@ where
                 pos: 0,
                 removed: Vec::new(),
                 frozen: None,
+                clears,
             });
             // What an earlier flush held back is written now.
             self.overshoot_until = 0;
@@ -520,6 +543,7 @@ where
             ops,
             removed,
             frozen,
+            ..
         } = pending;
         let end = keys.len().min(pos.saturating_add(budget));
         for k in &keys[*pos..end] {
@@ -548,8 +572,17 @@ where
         if end < keys.len() {
             return Ok(false);
         }
-        let Pending { ops, removed, .. } = self.pending.take().expect("checked above");
+        let Pending {
+            ops,
+            removed,
+            clears,
+            ..
+        } = self.pending.take().expect("checked above");
+        if clears {
+            self.cleared_gen = closed;
+        }
         if !ops.is_empty() {
+            self.wrote = true;
             self.backend.write_batch(ops)?;
         }
         self.written_gen = closed;
@@ -659,12 +692,20 @@ where
     fn scan(&mut self, scan: &[u8], mut visit: impl FnMut(K, V) -> Result<()>) -> Result<()> {
         let plen = self.prefix.len();
         let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        self.backend.scan_prefix(scan, &mut |k, v| {
-            entries.insert(k.to_vec(), v.to_vec());
-            Ok(())
-        })?;
+        self.refresh_settled();
+        // Emptied by take_all and its prefix delete not applied yet: the
+        // backend's entries are gone, and the cache holds every live one.
+        let emptied = self.cleared
+            || self.pending.as_ref().is_some_and(|p| p.clears)
+            || self.cleared_gen > self.settled_gen;
+        if !emptied {
+            self.backend.scan_prefix(scan, &mut |k, v| {
+                entries.insert(k.to_vec(), v.to_vec());
+                Ok(())
+            })?;
+        }
         for (k, e) in &self.cache {
-            if e.dirty_gen == CLEAN {
+            if e.dirty_gen == CLEAN && !emptied {
                 continue;
             }
             let mut bk = self.prefix.clone();

@@ -166,6 +166,79 @@ fn take_all_during_a_flush_leaves_the_encoding_to_its_steps() {
     assert!(stored(&shared, "t").is_empty());
 }
 
+/// Every entry of a table, by a scan.
+fn scanned(t: &mut KeyedTable<u64, u64>) -> BTreeMap<u64, u64> {
+    let mut out = BTreeMap::new();
+    t.for_each(|k, v| {
+        out.insert(k, v);
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+/// A scan after `take_all` sees only what was written since, while the
+/// prefix delete is pending, queued at a marker and not yet applied, and
+/// after it is.
+#[test]
+fn scans_after_take_all_see_only_new_entries() {
+    let shared = SharedBackend::new(Box::new(MemoryBackend::new()));
+    let mut t: KeyedTable<u64, u64> = KeyedTable::new_empty(Box::new(shared.clone()), "t");
+    for k in 0..10u64 {
+        t.put(k, k).unwrap();
+    }
+    t.flush().unwrap();
+    t.take_all(|_, _| {}).unwrap();
+    assert!(scanned(&mut t).is_empty(), "deleted entries scanned");
+    t.put(5, 55).unwrap();
+    let only_new = BTreeMap::from([(5, 55)]);
+    assert_eq!(scanned(&mut t), only_new);
+    shared.defer_writes();
+    t.begin_flush().unwrap();
+    assert!(t.flush_step(usize::MAX).unwrap());
+    assert_eq!(
+        scanned(&mut t),
+        only_new,
+        "the delete is queued, not applied"
+    );
+    shared.freeze().take().unwrap();
+    assert_eq!(scanned(&mut t), only_new);
+    assert_eq!(stored(&shared, "t"), only_new);
+}
+
+/// A table that never wrote to its backend has nothing to delete once
+/// emptied: it is drained at once, without a flush (a query without
+/// checkpoints never flushes).
+#[test]
+fn a_table_that_never_wrote_is_drained_at_once() {
+    let shared = SharedBackend::new(Box::new(MemoryBackend::new()));
+    let mut t: KeyedTable<u64, u64> = KeyedTable::new_empty(Box::new(shared.clone()), "t");
+    for k in 0..10u64 {
+        t.put(k, k).unwrap();
+    }
+    t.take_all(|_, _| {}).unwrap();
+    assert!(t.is_drained());
+}
+
+/// A table that spilled (its state outgrew the cache) and is emptied with
+/// no flush pending deletes its backend range at once, as a spill writes:
+/// drained without waiting for a marker.
+#[test]
+fn a_spilled_table_deletes_its_range_at_once() {
+    let shared = SharedBackend::new(Box::new(MemoryBackend::new()));
+    let mut t: KeyedTable<u64, u64> =
+        KeyedTable::new_empty(Box::new(shared.clone()), "t").with_cache_capacity(8);
+    for k in 0..100u64 {
+        t.put(k, k).unwrap();
+    }
+    assert!(!stored(&shared, "t").is_empty(), "it spilled");
+    let mut n = 0;
+    t.take_all(|_, _| n += 1).unwrap();
+    assert_eq!(n, 100);
+    assert!(t.is_drained());
+    assert!(stored(&shared, "t").is_empty());
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Put(u64, u64),
@@ -243,6 +316,7 @@ proptest! {
             for (k, v) in &live {
                 prop_assert_eq!(t.get(k).unwrap().copied(), Some(*v));
             }
+            prop_assert_eq!(&scanned(&mut t), &live);
         }
         t.flush_step(usize::MAX).unwrap();
         t.flush().unwrap();
