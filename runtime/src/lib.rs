@@ -64,6 +64,7 @@ pub mod source;
 pub mod stream;
 pub mod task;
 pub mod timer_key;
+mod timer_queue;
 pub mod timers;
 pub mod trigger;
 pub mod two_input;

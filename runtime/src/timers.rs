@@ -19,9 +19,6 @@
 //!   checkpoint. A timer registered and fired within one epoch is never
 //!   written.
 
-use std::collections::btree_map::{BTreeMap, Entry};
-use std::hash::Hasher;
-
 use eddy_checkpoint::{codec, ManagedState, StateBackend, WriteOp};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::time::{Duration, Instant};
@@ -29,6 +26,7 @@ use tokio::time::{Duration, Instant};
 use crate::error::OperatorError;
 use crate::record::Timestamp;
 pub use crate::timer_key::TimerKey;
+use crate::timer_queue::{Slot, TimerQueue};
 
 /// Which clock a timer follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -69,28 +67,7 @@ impl Timer {
     }
 }
 
-/// A timer in the ordered sets: its time, a stable hash of its encoded
-/// key, the key. Comparing two timers almost never reaches the key bytes
-/// (the time or the hash differ).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Slot {
-    time: Timestamp,
-    hash: u64,
-    key: TimerKey,
-}
-
 impl Slot {
-    fn new(time: Timestamp, key: &[u8]) -> Self {
-        let mut h = crate::keys::StableHasher::default();
-        h.write(key);
-        h.write_usize(key.len());
-        Self {
-            time,
-            hash: h.finish(),
-            key: TimerKey::new(key),
-        }
-    }
-
     /// The backend operation that stores (`put`) or deletes this timer.
     fn op(&self, domain: TimeDomain, put: bool) -> eddy_checkpoint::Result<WriteOp> {
         let mut k = PREFIX.to_vec();
@@ -162,8 +139,8 @@ type Change = (TimeDomain, Slot);
 /// The timers of one operator instance (see the [module docs](self)).
 ///
 /// # Persistence
-/// The two ordered maps are the truth; each timer carries the generation
-/// (epoch) it was registered in, or `WRITTEN`. Registering appends the
+/// The two queues (one per clock, `TimerQueue`) are the truth; each timer
+/// carries the generation (epoch) it was registered in, or `WRITTEN`. Registering appends the
 /// timer to the epoch's `added` list; a timer leaving the set (fired or
 /// deleted) is appended to `removed` only if the backend holds it. Both are
 /// appends to a vector, where a hash map of changes (looked up at every
@@ -179,8 +156,8 @@ type Change = (TimeDomain, Slot);
 /// reaches it is encoded as it leaves (copy on write: the marker's state
 /// still holds it) and deleted with the next epoch.
 pub struct TimerService {
-    event: BTreeMap<Slot, u64>,
-    processing: BTreeMap<Slot, u64>,
+    event: TimerQueue,
+    processing: TimerQueue,
     backend: Box<dyn StateBackend>,
     /// The current generation (starts at 1; [`WRITTEN`] is 0).
     gen: u64,
@@ -225,14 +202,14 @@ impl TimerService {
     /// # Errors
     /// Backend and decoding errors.
     pub fn open(backend: Box<dyn StateBackend>) -> Result<Self, OperatorError> {
-        let mut event = BTreeMap::new();
-        let mut processing = BTreeMap::new();
+        let mut event = TimerQueue::default();
+        let mut processing = TimerQueue::default();
         backend.scan_prefix(PREFIX, &mut |k, _| {
             let (domain, time, key): TimerRow = codec::decode_body(&k[PREFIX.len()..])?;
             if domain == 0 {
-                event.insert(Slot::new(time, &key), WRITTEN);
+                event.insert_new(&Slot::new(time, &key), WRITTEN);
             } else {
-                processing.insert(Slot::new(time, &key), WRITTEN);
+                processing.insert_new(&Slot::new(time, &key), WRITTEN);
             }
             Ok(())
         })?;
@@ -256,7 +233,7 @@ impl TimerService {
             .expect("an empty memory backend opens")
     }
 
-    fn set(&mut self, domain: TimeDomain) -> &mut BTreeMap<Slot, u64> {
+    fn set(&mut self, domain: TimeDomain) -> &mut TimerQueue {
         match domain {
             TimeDomain::EventTime => &mut self.event,
             TimeDomain::ProcessingTime => &mut self.processing,
@@ -295,9 +272,8 @@ impl TimerService {
             (TimeDomain::EventTime, &mut self.event),
             (TimeDomain::ProcessingTime, &mut self.processing),
         ] {
-            for (slot, _) in set.iter().filter(|(_, g)| **g == gen) {
-                self.added.push((domain, slot.clone()));
-            }
+            let added = &mut self.added;
+            set.for_each_where(|g| g == gen, |slot| added.push((domain, slot)));
         }
     }
 
@@ -316,9 +292,8 @@ impl TimerService {
             TimeDomain::EventTime => &mut self.event,
             TimeDomain::ProcessingTime => &mut self.processing,
         };
-        if let Entry::Vacant(e) = set.entry(Slot::new(time, key)) {
-            let slot = e.key().clone();
-            e.insert(self.gen);
+        let slot = Slot::new(time, key);
+        if set.insert_new(&slot, self.gen) {
             self.added.push((domain, slot));
             if self.added.len() >= COMPACT_MIN && self.added.len() >= 4 * self.len() {
                 self.compact_added();
@@ -365,7 +340,8 @@ impl TimerService {
         time: Timestamp,
         key: &[u8],
     ) -> Result<(), OperatorError> {
-        if let Some((slot, gen)) = self.set(domain).remove_entry(&Slot::new(time, key)) {
+        let slot = Slot::new(time, key);
+        if let Some(gen) = self.set(domain).remove(&slot) {
             self.left(domain, slot, gen)?;
         }
         Ok(())
@@ -394,8 +370,8 @@ impl TimerService {
         upto: Timestamp,
     ) -> Result<Option<Timer>, OperatorError> {
         let set = self.set(domain);
-        match set.first_key_value() {
-            Some((first, _)) if first.time <= upto => {}
+        match set.first_time() {
+            Some(first) if first <= upto => {}
             _ => return Ok(None),
         }
         let (slot, gen) = set.pop_first().expect("checked above");
@@ -411,8 +387,8 @@ impl TimerService {
     /// The time of the earliest timer of `domain`.
     pub fn next_time(&self, domain: TimeDomain) -> Option<Timestamp> {
         match domain {
-            TimeDomain::EventTime => self.event.first_key_value().map(|(s, _)| s.time),
-            TimeDomain::ProcessingTime => self.processing.first_key_value().map(|(s, _)| s.time),
+            TimeDomain::EventTime => self.event.first_time(),
+            TimeDomain::ProcessingTime => self.processing.first_time(),
         }
     }
 
