@@ -43,7 +43,9 @@
 //! Keys are stored as `table prefix ++ bincode(key)`; values as versioned
 //! [`codec`] frames.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
 use std::hash::Hash;
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -313,6 +315,17 @@ where
             self.load(key)?;
         }
         Ok(self.cache.get(key).and_then(|e| e.value.as_ref()))
+    }
+
+    /// Asks the CPU to bring `key`'s cache entry, if cached, into its
+    /// caches, without waiting for it and without changing anything:
+    /// called for a batch of keys before they are updated one by one, the
+    /// memory reads of the whole batch overlap (see the `prefetch`
+    /// module).
+    pub fn prefetch(&self, key: &K) {
+        let _ = self
+            .cache
+            .get(&crate::prefetch::Prefetch::<K, Entry<V>>::new(key));
     }
 
     /// Read-modify-write of the value under `key`: `f` sees the current value

@@ -8,15 +8,27 @@
 //! 100 ms for comparison. Target: at least 3 M records/s on RocksDB
 //! (docs/stateful.md).
 //!
-//! `cargo bench --bench process`.
+//! `cargo bench --bench process`. `EDDY_PROCESS_BENCH_RECORDS` (default
+//! 2 M) and `EDDY_PROCESS_BENCH_CHECKPOINT_MS` (default 1000) change the
+//! records per iteration and the checkpoint interval, e.g. to make sure
+//! checkpoints fall inside every iteration.
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use eddy::prelude::*;
 
-const N: u64 = 2_000_000;
 const KEYS: u64 = 100_000;
+
+/// A setting from the environment, or its default.
+fn setting(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v}: not a whole number")),
+        Err(_) => default,
+    }
+}
 
 /// Counts a key's records; a timer 1 s after each emits the count and
 /// clears the key.
@@ -50,7 +62,7 @@ impl KeyedProcessFunction<GenEvent, u64> for CountThenFlush {
     }
 }
 
-fn run(rocksdb: bool, trigger: Trigger) {
+fn run(n: u64, rocksdb: bool, trigger: Trigger) {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -71,7 +83,7 @@ fn run(rocksdb: bool, trigger: Trigger) {
             "gen",
             GeneratorSource::new(GeneratorConfig {
                 key_space: KEYS,
-                limit: Some(N),
+                limit: Some(n),
                 event_time: Some(EventTimeConfig {
                     records_per_ms: 100,
                     max_disorder_ms: 20,
@@ -93,20 +105,23 @@ fn run(rocksdb: bool, trigger: Trigger) {
 }
 
 fn keyed_process(c: &mut Criterion) {
+    let n = setting("EDDY_PROCESS_BENCH_RECORDS", 2_000_000);
+    let checkpoint_ms = setting("EDDY_PROCESS_BENCH_CHECKPOINT_MS", 1_000);
+    println!("{n} records per iteration, checkpoints every {checkpoint_ms} ms");
     let mut g = c.benchmark_group("keyed_process");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
-    g.throughput(Throughput::Elements(N));
-    let continuous = || Trigger::continuous(Duration::from_secs(1));
+    g.throughput(Throughput::Elements(n));
+    let continuous = || Trigger::continuous(Duration::from_millis(checkpoint_ms));
     let micro_batch = || Trigger::ProcessingTime(Duration::from_millis(100));
     g.bench_function("timer_per_record_memory_p2", |b| {
-        b.iter(|| run(false, continuous()))
+        b.iter(|| run(n, false, continuous()))
     });
     g.bench_function("timer_per_record_rocksdb_p2", |b| {
-        b.iter(|| run(true, continuous()))
+        b.iter(|| run(n, true, continuous()))
     });
     // The same query in micro-batches of 100 ms (a checkpoint each).
     g.bench_function("timer_per_record_rocksdb_p2_microbatch100", |b| {
-        b.iter(|| run(true, micro_batch()))
+        b.iter(|| run(n, true, micro_batch()))
     });
     g.finish();
 }

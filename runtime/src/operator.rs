@@ -278,6 +278,18 @@ pub trait Operator<I, O, S = ()>: Send + 'static {
         out: &mut Collector<'_, O, S>,
     ) -> Result<(), OperatorError>;
 
+    /// Called with each batch of input records before they are handed to
+    /// [`process`](Self::process) one at a time. A keyed operator may
+    /// look up the batch's keys here, all at once, so that the cache misses
+    /// of its state overlap instead of stalling one record after another;
+    /// it must not change state or emit.
+    fn prefetch(&mut self, _batch: &[Record<I>]) {}
+
+    /// Like [`prefetch`](Self::prefetch), for the timers about to fire
+    /// (in the order they will, though an [`on_timer`](Self::on_timer)
+    /// may still delete one of them before it fires).
+    fn prefetch_timers(&mut self, _timers: &[Timer]) {}
+
     /// Called once before the first record. A stateful operator takes its
     /// state backend here ([`OperatorContext::take_state_backend`]) and
     /// builds its tables over it.

@@ -204,6 +204,22 @@ impl TimerQueue {
         Some((Slot { time, hash, key }, value))
     }
 
+    /// The first `n` timers due at `upto`, in firing order, shown to `f`
+    /// without removing them.
+    pub(crate) fn peek(&self, upto: Timestamp, n: usize, mut f: impl FnMut(Timestamp, &TimerKey)) {
+        let mut left = n;
+        for (&time, bucket) in self.by_time.range(..=upto) {
+            if left == 0 {
+                return;
+            }
+            match bucket {
+                Bucket::Small(v) => v.iter().rev().take(left).for_each(|q| f(time, &q.key)),
+                Bucket::Large(m) => m.keys().take(left).for_each(|(_, k)| f(time, k)),
+            }
+            left = left.saturating_sub(bucket.len());
+        }
+    }
+
     /// Every timer whose value satisfies `keep`, in time order (within a
     /// time in no fixed order).
     pub(crate) fn for_each_where(&self, keep: impl Fn(u64) -> bool, mut f: impl FnMut(Slot)) {
@@ -306,6 +322,11 @@ mod tests {
                         }
                     }
                     Op::Pop => {
+                        let mut peeked = Vec::new();
+                        q.peek(2, 3, |t, k| peeked.push((t, k.to_vec())));
+                        let expected: Vec<_> =
+                            m.keys().filter(|k| k.0 <= 2).take(3).map(|k| (k.0, k.2.clone())).collect();
+                        prop_assert_eq!(peeked, expected);
                         let popped = q.pop_first().map(|(s, v)| (model_key(&s), v));
                         prop_assert_eq!(popped, m.pop_first());
                     }

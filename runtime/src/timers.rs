@@ -384,6 +384,23 @@ impl TimerService {
         Ok(Some(timer))
     }
 
+    /// The first `n` timers of `domain` due at `upto`, in firing order,
+    /// cloned into `out` (emptied first) without removing them.
+    pub fn peek_due(&self, domain: TimeDomain, upto: Timestamp, n: usize, out: &mut Vec<Timer>) {
+        out.clear();
+        let set = match domain {
+            TimeDomain::EventTime => &self.event,
+            TimeDomain::ProcessingTime => &self.processing,
+        };
+        set.peek(upto, n, |time, key| {
+            out.push(Timer {
+                domain,
+                time,
+                key: key.clone(),
+            })
+        });
+    }
+
     /// The time of the earliest timer of `domain`.
     pub fn next_time(&self, domain: TimeDomain) -> Option<Timestamp> {
         match domain {
@@ -540,6 +557,27 @@ mod tests {
         s.delete(TimeDomain::EventTime, 11, &key(1)).unwrap();
         s.delete(TimeDomain::EventTime, 99, &key(1)).unwrap();
         assert_eq!(drain(&mut s, TimeDomain::EventTime, 100), vec![(10, 1)]);
+    }
+
+    /// Peeking shows the next due timers in firing order and removes
+    /// none.
+    #[test]
+    fn peek_shows_the_next_due_timers_without_removing_them() {
+        let mut s = TimerService::in_memory();
+        for (t, k) in [(30, 1), (10, 2), (20, 3), (10, 1), (5, 9)] {
+            s.register(TimeDomain::EventTime, t, &key(k)).unwrap();
+        }
+        s.register(TimeDomain::ProcessingTime, 1, &key(7)).unwrap();
+        let mut peeked = Vec::new();
+        s.peek_due(TimeDomain::EventTime, 20, 3, &mut peeked);
+        let peeked: Vec<(Timestamp, u32)> = peeked
+            .iter()
+            .map(|t| (t.time, t.key::<u32>().unwrap()))
+            .collect();
+        assert_eq!(s.len(), 6);
+        let fired = drain(&mut s, TimeDomain::EventTime, 20);
+        assert_eq!(fired.len(), 4);
+        assert_eq!(peeked, fired[..3]);
     }
 
     #[test]

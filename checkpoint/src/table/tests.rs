@@ -86,3 +86,25 @@ fn state_larger_than_cache_spills_and_reads_back() {
     .unwrap();
     assert_eq!(n, 999);
 }
+
+/// A prefetch changes nothing: cached and absent keys, large and small
+/// entries, read back the same, and nothing becomes dirty.
+#[test]
+fn prefetch_changes_nothing() {
+    let mut t: KeyedTable<String, Vec<u64>> = KeyedTable::new(Box::new(MemoryBackend::new()), "p");
+    for k in 0..1000u64 {
+        t.update(&k.to_string(), |v| *v = Some(vec![k; (k % 7) as usize]))
+            .unwrap();
+    }
+    t.flush().unwrap();
+    let cached = t.cache.len();
+    for k in 0..2000u64 {
+        t.prefetch(&k.to_string());
+    }
+    assert_eq!(t.dirty_len(), 0);
+    assert_eq!(t.cache.len(), cached, "an absent key is not cached");
+    for k in 0..2000u64 {
+        let expected = (k < 1000).then(|| vec![k; (k % 7) as usize]);
+        assert_eq!(t.get(&k.to_string()).unwrap(), expected.as_ref());
+    }
+}

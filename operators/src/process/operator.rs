@@ -74,6 +74,24 @@ where
         declared(&mut self.table)
     }
 
+    fn prefetch(&mut self, batch: &[Record<T>]) {
+        if let Some(table) = self.table.as_ref() {
+            for r in batch {
+                table.prefetch(&(self.key)(&r.value));
+            }
+        }
+    }
+
+    fn prefetch_timers(&mut self, timers: &[Timer]) {
+        if let Some(table) = self.table.as_ref() {
+            for t in timers {
+                if let Ok((key, _)) = t.key::<(K, u8)>() {
+                    table.prefetch(&key);
+                }
+            }
+        }
+    }
+
     fn process(
         &mut self,
         record: Record<T>,

@@ -29,7 +29,7 @@ use crate::message::{EpochMarker, Message, Watermark};
 use crate::metrics::InstanceMetrics;
 use crate::operator::{Collector, Operator, OperatorContext, Output};
 use crate::record::{Data, Timestamp, NO_TIMESTAMP};
-use crate::timers::{ProcessingClock, TimeDomain, TimerService};
+use crate::timers::{ProcessingClock, TimeDomain, Timer, TimerService};
 
 /// What an operator instance stores in a checkpoint besides its state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +83,11 @@ const FLUSH_STEP_EVERY: usize = FLUSH_STEP;
 /// on the same worker, make progress meanwhile.
 const FIRE_CHUNK: usize = 512;
 
+/// Timers shown to [`Operator::prefetch_timers`] at a time, before they
+/// fire: enough for their state lookups to overlap, few enough that what
+/// they bring into the CPU's cache is still there when they fire.
+const PREFETCH_TIMERS: usize = 64;
+
 /// A flush begun at a marker and not yet written.
 #[derive(Clone, Copy)]
 struct Flushing {
@@ -112,6 +117,8 @@ struct Running<I, O, S, Op> {
     clock: ProcessingClock,
     output: Output<O, S>,
     flushing: Option<Flushing>,
+    /// Reused for the timers shown to [`Operator::prefetch_timers`].
+    upcoming: Vec<Timer>,
 }
 
 impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> OperatorTask<I, O, S, Op> {
@@ -130,6 +137,7 @@ impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> OperatorTask<I, O, S, Op>
             clock: ProcessingClock::new(),
             output: Output::default(),
             flushing: None,
+            upcoming: Vec::new(),
         }
         .run()
         .await
@@ -191,7 +199,15 @@ impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> Running<I, O, S, Op> {
         created_ns: u64,
     ) -> Result<(), TaskFailure> {
         let mut fired = 0usize;
-        while let Some(timer) = self.timers.pop_due(domain, upto)? {
+        loop {
+            if fired % PREFETCH_TIMERS == 0 {
+                self.timers
+                    .peek_due(domain, upto, PREFETCH_TIMERS, &mut self.upcoming);
+                self.task.op.prefetch_timers(&self.upcoming);
+            }
+            let Some(timer) = self.timers.pop_due(domain, upto)? else {
+                break;
+            };
             let watermark = self.task.inputs.current_watermark();
             let mut c = Collector::new(&mut self.output, &mut self.timers, &self.clock, watermark);
             c.set_input(timer.time, created_ns);
@@ -386,6 +402,7 @@ impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> Running<I, O, S, Op> {
                 InputEvent::Records(batch) => {
                     let n = batch.len();
                     self.task.metrics.add_in(n);
+                    self.task.op.prefetch(&batch);
                     {
                         let watermark = self.task.inputs.current_watermark();
                         let mut c = Collector::new(
