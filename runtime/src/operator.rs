@@ -278,16 +278,24 @@ pub trait Operator<I, O, S = ()>: Send + 'static {
         out: &mut Collector<'_, O, S>,
     ) -> Result<(), OperatorError>;
 
-    /// Called with each batch of input records before they are handed to
-    /// [`process`](Self::process) one at a time. A keyed operator may
-    /// look up the batch's keys here, all at once, so that the cache misses
-    /// of its state overlap instead of stalling one record after another;
-    /// it must not change state or emit.
-    fn prefetch(&mut self, _batch: &[Record<I>]) {}
+    /// Called with the next records of the input (up to 64 at a time)
+    /// before they are handed to [`process`](Self::process) one at a time.
+    /// A keyed operator may look up their keys here, all at once, so that
+    /// the cache misses of its state overlap instead of stalling one record
+    /// after another; it must not change state or emit.
+    fn prefetch(&mut self, _records: &[Record<I>]) {}
 
-    /// Like [`prefetch`](Self::prefetch), for the timers about to fire
-    /// (in the order they will, though an [`on_timer`](Self::on_timer)
-    /// may still delete one of them before it fires).
+    /// Whether the runtime should show this operator the timers about to
+    /// fire ([`prefetch_timers`](Self::prefetch_timers)); `false` spares
+    /// the others the cost of collecting them.
+    fn prefetches_timers(&self) -> bool {
+        false
+    }
+
+    /// Like [`prefetch`](Self::prefetch), for the next timers about to
+    /// fire, in the order they will (an [`on_timer`](Self::on_timer) may
+    /// still delete one of them before it fires). Called only when
+    /// [`prefetches_timers`](Self::prefetches_timers) says so.
     fn prefetch_timers(&mut self, _timers: &[Timer]) {}
 
     /// Called once before the first record. A stateful operator takes its

@@ -135,6 +135,7 @@ impl TimerQueue {
                 Err(_) => {
                     let mut m: BTreeMap<(u64, TimerKey), u64> = std::mem::take(v)
                         .into_iter()
+                        .rev()
                         .map(|q| ((q.hash, q.key), q.value))
                         .collect();
                     m.insert((slot.hash, slot.key.clone()), value);

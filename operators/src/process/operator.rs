@@ -74,12 +74,16 @@ where
         declared(&mut self.table)
     }
 
-    fn prefetch(&mut self, batch: &[Record<T>]) {
+    fn prefetch(&mut self, records: &[Record<T>]) {
         if let Some(table) = self.table.as_ref() {
-            for r in batch {
+            for r in records {
                 table.prefetch(&(self.key)(&r.value));
             }
         }
+    }
+
+    fn prefetches_timers(&self) -> bool {
+        true
     }
 
     fn prefetch_timers(&mut self, timers: &[Timer]) {

@@ -83,10 +83,11 @@ const FLUSH_STEP_EVERY: usize = FLUSH_STEP;
 /// on the same worker, make progress meanwhile.
 const FIRE_CHUNK: usize = 512;
 
-/// Timers shown to [`Operator::prefetch_timers`] at a time, before they
-/// fire: enough for their state lookups to overlap, few enough that what
-/// they bring into the CPU's cache is still there when they fire.
-const PREFETCH_TIMERS: usize = 64;
+/// Records shown to [`Operator::prefetch`] (and timers to
+/// [`Operator::prefetch_timers`]) at a time, before they are processed:
+/// enough for their state lookups to overlap, few enough that what they
+/// bring into the CPU's cache is still there when they are processed.
+const PREFETCH: usize = 64;
 
 /// A flush begun at a marker and not yet written.
 #[derive(Clone, Copy)]
@@ -199,10 +200,11 @@ impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> Running<I, O, S, Op> {
         created_ns: u64,
     ) -> Result<(), TaskFailure> {
         let mut fired = 0usize;
+        let prefetch = self.task.op.prefetches_timers();
         loop {
-            if fired % PREFETCH_TIMERS == 0 {
+            if prefetch && fired % PREFETCH == 0 {
                 self.timers
-                    .peek_due(domain, upto, PREFETCH_TIMERS, &mut self.upcoming);
+                    .peek_due(domain, upto, PREFETCH, &mut self.upcoming);
                 self.task.op.prefetch_timers(&self.upcoming);
             }
             let Some(timer) = self.timers.pop_due(domain, upto)? else {
@@ -402,7 +404,6 @@ impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> Running<I, O, S, Op> {
                 InputEvent::Records(batch) => {
                     let n = batch.len();
                     self.task.metrics.add_in(n);
-                    self.task.op.prefetch(&batch);
                     {
                         let watermark = self.task.inputs.current_watermark();
                         let mut c = Collector::new(
@@ -411,9 +412,14 @@ impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> Running<I, O, S, Op> {
                             &self.clock,
                             watermark,
                         );
-                        for r in batch {
-                            c.set_input(r.timestamp, r.created_ns);
-                            self.task.op.process(r, &mut c)?;
+                        let mut records = batch.into_iter();
+                        while !records.as_slice().is_empty() {
+                            let next = records.as_slice();
+                            self.task.op.prefetch(&next[..next.len().min(PREFETCH)]);
+                            for r in records.by_ref().take(PREFETCH) {
+                                c.set_input(r.timestamp, r.created_ns);
+                                self.task.op.process(r, &mut c)?;
+                            }
                         }
                     }
                     self.emit().await?;
