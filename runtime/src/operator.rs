@@ -278,24 +278,25 @@ pub trait Operator<I, O, S = ()>: Send + 'static {
         out: &mut Collector<'_, O, S>,
     ) -> Result<(), OperatorError>;
 
-    /// Called with the next records of the input (up to 64 at a time)
-    /// before they are handed to [`process`](Self::process) one at a time.
-    /// A keyed operator may look up their keys here, all at once, so that
-    /// the cache misses of its state overlap instead of stalling one record
-    /// after another; it must not change state or emit.
-    fn prefetch(&mut self, _records: &[Record<I>]) {}
-
-    /// Whether the runtime should show this operator the timers about to
-    /// fire ([`prefetch_timers`](Self::prefetch_timers)); `false` spares
-    /// the others the cost of collecting them.
-    fn prefetches_timers(&self) -> bool {
+    /// Whether the runtime should show this operator what it is about to
+    /// process ([`prefetch`](Self::prefetch),
+    /// [`prefetch_timers`](Self::prefetch_timers)); `false` (the default)
+    /// spares the others the cost.
+    fn prefetches(&self) -> bool {
         false
     }
 
+    /// Called with the next records of the input (up to 64 at a time)
+    /// before they are handed to [`process`](Self::process) one at a time,
+    /// when [`prefetches`](Self::prefetches) says so. A keyed operator
+    /// looks up their keys here, all at once, so that the cache misses of
+    /// its state overlap instead of stalling one record after another; it
+    /// must not change state or emit.
+    fn prefetch(&mut self, _records: &[Record<I>]) {}
+
     /// Like [`prefetch`](Self::prefetch), for the next timers about to
     /// fire, in the order they will (an [`on_timer`](Self::on_timer) may
-    /// still delete one of them before it fires). Called only when
-    /// [`prefetches_timers`](Self::prefetches_timers) says so.
+    /// still delete one of them before it fires).
     fn prefetch_timers(&mut self, _timers: &[Timer]) {}
 
     /// Called once before the first record. A stateful operator takes its

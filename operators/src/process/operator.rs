@@ -82,7 +82,7 @@ where
         }
     }
 
-    fn prefetches_timers(&self) -> bool {
+    fn prefetches(&self) -> bool {
         true
     }
 

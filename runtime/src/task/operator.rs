@@ -200,7 +200,7 @@ impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> Running<I, O, S, Op> {
         created_ns: u64,
     ) -> Result<(), TaskFailure> {
         let mut fired = 0usize;
-        let prefetch = self.task.op.prefetches_timers();
+        let prefetch = self.task.op.prefetches();
         loop {
             if prefetch && fired % PREFETCH == 0 {
                 self.timers
@@ -396,6 +396,7 @@ impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> Running<I, O, S, Op> {
 
     async fn run(mut self) -> TaskResult {
         let mut since_step = 0;
+        let prefetch = self.task.op.prefetches();
         loop {
             let Some(ev) = self.next_event().await? else {
                 continue;
@@ -413,13 +414,19 @@ impl<I: Data, O: Data, S: Data, Op: Operator<I, O, S>> Running<I, O, S, Op> {
                             watermark,
                         );
                         let mut records = batch.into_iter();
-                        while !records.as_slice().is_empty() {
-                            let next = records.as_slice();
-                            self.task.op.prefetch(&next[..next.len().min(PREFETCH)]);
-                            for r in records.by_ref().take(PREFETCH) {
-                                c.set_input(r.timestamp, r.created_ns);
-                                self.task.op.process(r, &mut c)?;
+                        if prefetch {
+                            while !records.as_slice().is_empty() {
+                                let next = records.as_slice();
+                                self.task.op.prefetch(&next[..next.len().min(PREFETCH)]);
+                                for r in records.by_ref().take(PREFETCH) {
+                                    c.set_input(r.timestamp, r.created_ns);
+                                    self.task.op.process(r, &mut c)?;
+                                }
                             }
+                        }
+                        for r in records {
+                            c.set_input(r.timestamp, r.created_ns);
+                            self.task.op.process(r, &mut c)?;
                         }
                     }
                     self.emit().await?;
