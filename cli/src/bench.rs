@@ -133,6 +133,9 @@ pub struct LatencyRun {
     /// end). Memory stays bounded either way: records cross bounded edges,
     /// and sinks summarise the latency of a pending batch in a histogram.
     pub max_records_per_batch: Option<u64>,
+    /// A TCP input's busy-poll window (zero: none; see
+    /// [`TcpLineSource::with_busy_poll`]).
+    pub busy_poll: Duration,
 }
 
 /// One measured cell.
@@ -218,7 +221,10 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
             .map(|e: GenEvent| (e.key, e.seq))
             .set_parallelism(p),
         Input::Tcp(addr) => pipeline
-            .source("tcp", TcpLineSource::new(addr))
+            .source(
+                "tcp",
+                TcpLineSource::new(addr).with_busy_poll(run.busy_poll),
+            )
             .set_parallelism(p)
             // Event time: the generator's scheduled creation time.
             .with_watermarks_if(w3, || {

@@ -296,6 +296,13 @@ struct LatencyArgs {
     /// `sleep`, `yield`; see `eddy loadgen --help`).
     #[arg(long, default_value = "hybrid")]
     loadgen_pacing: eddy_cli::loadgen::Pacing,
+    /// With `--input`: the TCP source keeps polling its socket for this
+    /// many microseconds after data last arrived before it waits for
+    /// readiness (0, the default: it waits at once). While lines keep
+    /// coming within the window no thread is woken per line, for a core
+    /// kept busy (see `TcpLineSource::with_busy_poll`).
+    #[arg(long, default_value_t = 0)]
+    busy_poll_us: u64,
     /// Run without checkpoints (by default: RocksDB state, checkpoints every
     /// second in continuous mode and at every micro-batch).
     #[arg(long)]
@@ -689,6 +696,7 @@ async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
                 input: cell_input,
                 checkpoints: !args.no_checkpoints,
                 max_records_per_batch: args.max_records_per_batch,
+                busy_poll: Duration::from_micros(args.busy_poll_us),
             })
             .await;
             drop(loadgen);

@@ -128,6 +128,49 @@ fn with_parallelism_each_instance_reads_its_own_connection() {
     server.join().unwrap();
 }
 
+/// Busy-polling changes when the source reads, not what: lines sent in
+/// bursts, some closer together than the window (read while spinning) and
+/// some further apart (the window runs out and the source waits for
+/// readiness), all arrive once and in order, and the query still ends at
+/// end of stream.
+#[test]
+fn busy_polling_reads_every_line_once_in_order() {
+    const BURSTS: u64 = 6;
+    const PER_BURST: u64 = 500;
+    let (addr, server) = serve(1, |_, w| {
+        for b in 0..BURSTS {
+            for seq in b * PER_BURST..(b + 1) * PER_BURST {
+                writeln!(w, "{}", event(seq)).unwrap();
+                if seq % 50 == 0 {
+                    w.flush().unwrap();
+                }
+            }
+            w.flush().unwrap();
+            // Odd bursts follow within the window, even ones after it.
+            let gap = if b % 2 == 0 { 30 } else { 1 };
+            std::thread::sleep(Duration::from_millis(gap));
+        }
+    });
+    runtime().block_on(async {
+        let out = CollectSink::new();
+        let p = Pipeline::new();
+        p.source(
+            "tcp",
+            TcpLineSource::new(addr).with_busy_poll(Duration::from_millis(10)),
+        )
+        .map(|e: TcpEvent| e.seq)
+        .sink("out", out.clone());
+        run_to_end(&p).await.unwrap();
+        let got = out.values();
+        assert!(
+            got.iter().copied().eq(0..BURSTS * PER_BURST),
+            "{} lines, out of order or incomplete",
+            got.len()
+        );
+    });
+    server.join().unwrap();
+}
+
 #[test]
 fn a_refused_connection_fails_the_query_naming_the_address() {
     // A port nobody listens on: bound, then released.

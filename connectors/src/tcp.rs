@@ -38,6 +38,14 @@
 //! read, and parses complete lines from it. Its buffer holds at most one
 //! partial line (bounded by `max_line_bytes`) plus one read; backpressure
 //! reaches the sender through TCP flow control when the source stops reading.
+//!
+//! # Busy polling
+//! By default the source waits for readiness whenever the socket runs dry,
+//! and its worker thread may park until the next line wakes it.
+//! [`with_busy_poll`](TcpLineSource::with_busy_poll) keeps it polling for
+//! a window after the last data instead, so a steady sender's lines are
+//! read without a thread wake-up each, for a core kept busy while they
+//! come.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -47,7 +55,7 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
@@ -337,6 +345,9 @@ pub struct TcpLineSource {
     malformed_counter: metrics::Counter,
     conn: Conn,
     decoder: LineDecoder,
+    busy_poll: Duration,
+    /// When a read last returned data (kept only with a busy-poll window).
+    last_data: Option<Instant>,
 }
 
 impl TcpLineSource {
@@ -357,6 +368,8 @@ impl TcpLineSource {
             malformed_counter: metrics::Counter::noop(),
             conn: Conn::Idle,
             decoder: LineDecoder::new(DEFAULT_MAX_LINE_BYTES),
+            busy_poll: Duration::ZERO,
+            last_data: None,
         }
     }
 
@@ -381,6 +394,28 @@ impl TcpLineSource {
     pub fn with_max_records_per_batch(mut self, max: u64) -> Self {
         self.max_records_per_batch = max.max(1);
         self
+    }
+
+    /// Keeps polling the socket for `window` after data last arrived before
+    /// waiting for readiness (default: zero, wait at once). Each poll yields
+    /// to the task's worker, which checks the sockets without sleeping, so
+    /// the worker never parks while lines keep coming within `window` of
+    /// each other: a line is read without a thread wake-up, which on a busy
+    /// or preemption-less kernel can wait a scheduler tick (milliseconds).
+    /// The cost is the worker's core while spinning; once the sender is
+    /// quiet for `window` the source waits as before. For continuous mode
+    /// at low and moderate rates (lines tens to hundreds of microseconds
+    /// apart); at high rates the socket never runs dry and it changes
+    /// nothing. See `docs/benchmarks-latency-tail.md`.
+    pub fn with_busy_poll(mut self, window: Duration) -> Self {
+        self.busy_poll = window;
+        self
+    }
+
+    /// Whether [`wait`](Source::wait) spins instead of waiting.
+    fn busy_polling(&self) -> bool {
+        self.last_data
+            .is_some_and(|at| at.elapsed() < self.busy_poll)
     }
 
     /// The address connected to (`host:port`).
@@ -463,6 +498,8 @@ impl Clone for TcpLineSource {
             malformed_counter: self.malformed_counter.clone(),
             conn: Conn::Idle,
             decoder: LineDecoder::new(self.max_line),
+            busy_poll: self.busy_poll,
+            last_data: None,
         }
     }
 }
@@ -521,7 +558,12 @@ impl Source<TcpEvent> for TcpLineSource {
                     self.decoder.finish();
                     self.conn = Conn::Closed;
                 }
-                Ok(_) => reads += 1,
+                Ok(_) => {
+                    reads += 1;
+                    if !self.busy_poll.is_zero() {
+                        self.last_data = Some(Instant::now());
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Ok(if emitted > 0 {
                         SourcePoll::Ready
@@ -544,13 +586,16 @@ impl Source<TcpEvent> for TcpLineSource {
         self.max_records_per_batch
     }
 
-    /// Connects on the first call, then waits until the socket is readable.
+    /// Connects on the first call, then waits until the socket is readable
+    /// (or, busy-polling, only yields: see
+    /// [`with_busy_poll`](TcpLineSource::with_busy_poll)).
     ///
     /// # Cancel safety
     /// Cancel safe: a connection attempt in progress is kept and resumed by
     /// the next call; waiting for readability consumes nothing.
     async fn wait(&mut self) {
         loop {
+            let spin = self.busy_polling();
             match &mut self.conn {
                 Conn::Idle => self.conn = Conn::Connecting(self.connect()),
                 Conn::Connecting(connecting) => {
@@ -558,6 +603,12 @@ impl Source<TcpEvent> for TcpLineSource {
                         Ok(stream) => Conn::Connected(stream),
                         Err(e) => Conn::Failed(e),
                     };
+                    return;
+                }
+                Conn::Connected(_) if spin => {
+                    // The worker polls its sockets before running this
+                    // task again: the next read sees what arrived.
+                    tokio::task::yield_now().await;
                     return;
                 }
                 Conn::Connected(stream) => {
@@ -572,189 +623,4 @@ impl Source<TcpEvent> for TcpLineSource {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ev(created_us: u64, seq: u64, key: u64) -> TcpEvent {
-        TcpEvent {
-            created_us,
-            seq,
-            key,
-        }
-    }
-
-    /// Feeds `chunks` one read at a time (then end of stream) and returns
-    /// every line, parsed or refused, in order.
-    fn decode(max_line: usize, chunks: &[&[u8]]) -> Vec<Result<TcpEvent, MalformedLine>> {
-        let mut d = LineDecoder::new(max_line);
-        let mut out = Vec::new();
-        for chunk in chunks {
-            d.read_buf().extend_from_slice(chunk);
-            out.extend(std::iter::from_fn(|| d.next_line()));
-        }
-        d.finish();
-        out.extend(std::iter::from_fn(|| d.next_line()));
-        out
-    }
-
-    fn refused(line: &str, error: ParseLineError) -> Result<TcpEvent, MalformedLine> {
-        Err(MalformedLine {
-            line: line.to_string(),
-            error,
-        })
-    }
-
-    #[test]
-    fn parses_good_lines() {
-        assert_eq!(
-            decode(100, &[b"1700000000000000,0,7\n1700000000000001,1,8\n"]),
-            vec![
-                Ok(ev(1_700_000_000_000_000, 0, 7)),
-                Ok(ev(1_700_000_000_000_001, 1, 8))
-            ]
-        );
-        assert_eq!(" 5 , 6 ,7 ".parse(), Ok(ev(5, 6, 7)));
-        assert_eq!(ev(5, 6, 7).to_string(), "5,6,7");
-    }
-
-    #[test]
-    fn refuses_malformed_lines_and_keeps_going() {
-        assert_eq!(
-            decode(
-                100,
-                &[b"1,2\nx,2,3\n1,2,3,4\n1,-2,3\n\n18446744073709552,0,0\n4,5,6\n"]
-            ),
-            vec![
-                refused("1,2", ParseLineError::FieldCount(2)),
-                refused(
-                    "x,2,3",
-                    ParseLineError::BadField {
-                        field: "created_us",
-                        value: "x".into()
-                    }
-                ),
-                refused("1,2,3,4", ParseLineError::FieldCount(4)),
-                refused(
-                    "1,-2,3",
-                    ParseLineError::BadField {
-                        field: "seq",
-                        value: "-2".into()
-                    }
-                ),
-                refused(
-                    "18446744073709552,0,0",
-                    ParseLineError::TimestampOutOfRange(18_446_744_073_709_552)
-                ),
-                Ok(ev(4, 5, 6)),
-            ]
-        );
-        let out = decode(100, &[b"\xff,1,2\n"]);
-        assert!(matches!(
-            &out[..],
-            [Err(MalformedLine {
-                error: ParseLineError::NotUtf8,
-                ..
-            })]
-        ));
-    }
-
-    #[test]
-    fn joins_a_line_split_across_reads() {
-        assert_eq!(
-            decode(100, &[b"10,1", b",2\n20", b",", b"3,4\n"]),
-            vec![Ok(ev(10, 1, 2)), Ok(ev(20, 3, 4))]
-        );
-    }
-
-    #[test]
-    fn strips_crlf_even_split_between_reads() {
-        assert_eq!(
-            decode(100, &[b"1,2,3\r\n4,5,6\r", b"\n\r\n"]),
-            vec![Ok(ev(1, 2, 3)), Ok(ev(4, 5, 6))]
-        );
-    }
-
-    #[test]
-    fn a_last_line_without_newline_counts_at_end_of_stream() {
-        assert_eq!(
-            decode(100, &[b"1,2,3\n4,5", b",6"]),
-            vec![Ok(ev(1, 2, 3)), Ok(ev(4, 5, 6))]
-        );
-        assert_eq!(
-            decode(100, &[b"1,2,3\n4,5"]),
-            vec![
-                Ok(ev(1, 2, 3)),
-                refused("4,5", ParseLineError::FieldCount(2))
-            ]
-        );
-    }
-
-    #[test]
-    fn an_overlong_line_is_refused_once_and_skipped() {
-        let out = decode(8, &[b"1,2,3\n123456", b"789,", b"0,0\n4,5,6\n"]);
-        assert_eq!(
-            out,
-            vec![
-                Ok(ev(1, 2, 3)),
-                refused("123456789,", ParseLineError::TooLong(8)),
-                Ok(ev(4, 5, 6)),
-            ]
-        );
-        // Found whole within one read.
-        assert_eq!(
-            decode(5, &[b"1,2,3\n12345,6,7\n"]),
-            vec![
-                Ok(ev(1, 2, 3)),
-                refused("12345,6,7", ParseLineError::TooLong(5))
-            ]
-        );
-    }
-
-    #[test]
-    fn the_buffer_holds_at_most_a_partial_line_and_a_read() {
-        let mut d = LineDecoder::new(16);
-        for _ in 0..1000 {
-            d.read_buf().extend_from_slice(b"1,2,3\n4,5,6\n7,8");
-            while d.next_line().is_some() {}
-            assert!(d.buf.len() - d.start <= 16 + READ_CHUNK);
-        }
-        assert!(d.buf.capacity() <= 4 * READ_CHUNK, "{}", d.buf.capacity());
-    }
-
-    #[test]
-    fn addresses_accept_a_scheme_and_are_checked_at_open() {
-        let ctx = SourceContext {
-            name: "tcp".into(),
-            instance: 0,
-            parallelism: 1,
-        };
-        assert_eq!(
-            TcpLineSource::new("tcp://127.0.0.1:9000").addr(),
-            "127.0.0.1:9000"
-        );
-        let addr: std::net::SocketAddr = "[::1]:80".parse().unwrap();
-        assert_eq!(TcpLineSource::new(addr).addr(), "[::1]:80");
-        assert!(TcpLineSource::new("localhost:9000").open(&ctx).is_ok());
-        let err = TcpLineSource::new("tcp://localhost")
-            .open(&ctx)
-            .unwrap_err();
-        assert!(err.message.contains("`localhost`"), "{err}");
-    }
-
-    #[test]
-    fn the_malformed_log_is_shared_by_clones_and_bounded() {
-        let a = TcpLineSource::new("127.0.0.1:1");
-        let b = a.clone();
-        for i in 0..20 {
-            b.malformed.record(malformed(
-                format!("bad {i}").as_bytes(),
-                ParseLineError::FieldCount(1),
-            ));
-        }
-        assert_eq!(a.malformed_count(), 20);
-        let recent = a.recent_malformed();
-        assert_eq!(recent.len(), MALFORMED_KEPT);
-        assert_eq!(recent[0].line, "bad 4");
-        assert_eq!(recent[MALFORMED_KEPT - 1].line, "bad 19");
-    }
-}
+mod tests;
