@@ -298,7 +298,8 @@ struct LatencyArgs {
     loadgen_pacing: eddy_cli::loadgen::Pacing,
     /// With `--input`: the TCP source keeps polling its socket for this
     /// many microseconds after data last arrived before it waits for
-    /// readiness (0, the default: it waits at once). While lines keep
+    /// readiness (0, the default: it waits at once). With one worker
+    /// (`--threads 1`, or `--input loadgen` on 2 cores), while lines keep
     /// coming within the window no thread is woken per line, for a core
     /// kept busy (see `TcpLineSource::with_busy_poll`).
     #[arg(long, default_value_t = 0)]
