@@ -162,6 +162,10 @@ pub struct LatencyResult {
     /// Rows per second reaching the sinks (W4: joined rows).
     #[serde(default)]
     pub output_rate: f64,
+    /// With `--input loadgen`: how late the generator sent the lines of the
+    /// measured seconds (a share of the latency that is the sender's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<crate::send_lateness::SendLateness>,
 }
 
 /// Runs one cell. Must run on a multi-threaded tokio runtime sized to the cores.
@@ -318,6 +322,7 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
         achieved_rate: achieved,
         sustained: run.rate.is_none_or(|r| achieved >= 0.95 * r as f64),
         output_rate: progress.processed_rows_per_second,
+        sender: None,
     })
 }
 

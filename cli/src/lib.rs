@@ -4,7 +4,7 @@
 //! embedder does not compile it: the IoT anomaly-detection demo
 //! ([`demo`]), the latency and checkpoint benchmark harness ([`bench`](mod@bench),
 //! [`checkpoint_bench`], [`report`]), the external load generator
-//! ([`loadgen`]), the dashboard and Prometheus endpoints ([`dashboard`],
+//! ([`loadgen`], [`send_lateness`]), the dashboard and Prometheus endpoints ([`dashboard`],
 //! [`http`]), and the jobs the crash and recovery tests run as real
 //! processes ([`jobs`], [`join_job`], [`dir_job`], [`kafka_job`]).
 #![forbid(unsafe_code)]
@@ -22,4 +22,5 @@ pub mod kafka_bench;
 pub mod kafka_job;
 pub mod loadgen;
 pub mod report;
+pub mod send_lateness;
 pub mod snapshot_bytes;

@@ -13,13 +13,16 @@
 //! lines written late carry their earlier scheduled time, so the stall
 //! shows as latency at the sinks instead of silently thinning the load.
 //! Every second the generator reports on stderr how far behind schedule it
-//! is.
+//! is and how late the second's lines left ([`SendLateness`]), so a tail
+//! can be split between the sender and the engine.
 
 use std::io::{self, BufWriter, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eddy::connectors::generator::mix;
+
+use crate::send_lateness::SendLateness;
 
 /// How the generator runs (the arguments of `eddy loadgen`).
 #[derive(Debug, Clone, clap::Args)]
@@ -209,6 +212,7 @@ fn write_lines(stream: TcpStream, config: &LoadgenConfig, id: usize) -> io::Resu
     let mut line = Vec::with_capacity(64);
     let mut seq = 0u64;
     let mut lateness = SleepLateness::new();
+    let mut sent = SendLateness::default();
     while seq < limit {
         let mut now = start.elapsed();
         let mut due = Duration::from_micros(scheduled_us(seq, config.rate));
@@ -217,7 +221,15 @@ fn write_lines(stream: TcpStream, config: &LoadgenConfig, id: usize) -> io::Resu
             now = start.elapsed();
         }
         if now >= next_report {
-            report(id, next_report, seq, now.saturating_sub(due), config.rate);
+            report(
+                id,
+                next_report,
+                seq,
+                now.saturating_sub(due),
+                config.rate,
+                &sent,
+            );
+            sent = SendLateness::default();
             next_report += Duration::from_secs(1);
         }
         // Every line due by now, each stamped with its scheduled time, in
@@ -233,6 +245,7 @@ fn write_lines(stream: TcpStream, config: &LoadgenConfig, id: usize) -> io::Resu
                 + if config.rate == 0 {
                     start.elapsed().as_micros() as u64
                 } else {
+                    sent.record_line(now - due);
                     due.as_micros() as u64
                 };
             line.clear();
@@ -242,6 +255,7 @@ fn write_lines(stream: TcpStream, config: &LoadgenConfig, id: usize) -> io::Resu
             due = Duration::from_micros(scheduled_us(seq, config.rate));
         }
         out.flush()?;
+        sent.record_write(start.elapsed().saturating_sub(now));
     }
     Ok(())
 }
@@ -273,13 +287,15 @@ fn wait_until(start: Instant, due: Duration, pacing: Pacing, lateness: &mut Slee
     }
 }
 
-/// The once-a-second progress line on stderr.
-fn report(id: usize, at: Duration, seq: u64, behind: Duration, rate: u64) {
+/// The once-a-second progress line on stderr, with the lateness of the
+/// lines sent since the last one.
+fn report(id: usize, at: Duration, seq: u64, behind: Duration, rate: u64, sent: &SendLateness) {
     if rate > 0 {
         eprintln!(
-            "loadgen: connection {id}: {} s, seq {seq}, behind schedule {:.3} ms",
+            "loadgen: connection {id}: {} s, seq {seq}, behind schedule {:.3} ms, {}",
             at.as_secs(),
-            behind.as_secs_f64() * 1000.0
+            behind.as_secs_f64() * 1000.0,
+            sent.report()
         );
     } else {
         eprintln!(
@@ -290,10 +306,15 @@ fn report(id: usize, at: Duration, seq: u64, behind: Duration, rate: u64) {
 }
 
 /// `eddy loadgen` running as a child process on a free loopback port;
-/// killed when dropped.
+/// killed when dropped. Its once-a-second reports are read as they come,
+/// so the harness can ask how late the lines of the seconds it measured
+/// were sent ([`sent_between`](Self::sent_between)).
 pub struct LoadgenProcess {
     child: std::process::Child,
     addr: String,
+    /// (second, tally) per report, every connection's.
+    reports: std::sync::Arc<std::sync::Mutex<Vec<(u64, SendLateness)>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl LoadgenProcess {
@@ -327,7 +348,7 @@ impl LoadgenProcess {
                 pacing.name(),
             ])
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()?;
         let mut first = String::new();
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -337,19 +358,67 @@ impl LoadgenProcess {
             return Err(io::Error::other(format!("eddy loadgen said {first:?}")));
         };
         let addr = addr.to_string();
-        Ok(Self { child, addr })
+        let reports = std::sync::Arc::default();
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let sink = std::sync::Arc::clone(&reports);
+        let reader = std::thread::spawn(move || read_reports(stderr, &sink));
+        Ok(Self {
+            child,
+            addr,
+            reports,
+            reader: Some(reader),
+        })
     }
 
     /// Where it listens (`127.0.0.1:PORT`).
     pub fn addr(&self) -> &str {
         &self.addr
     }
+
+    /// How late the lines of seconds `from + 1 ..= to` of every connection
+    /// were sent (second `s` holds the lines sent in the second before the
+    /// `s`-th report; seconds count from each connection's start).
+    pub fn sent_between(&self, from: u64, to: u64) -> SendLateness {
+        let mut sum = SendLateness::default();
+        let reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, tally) in reports.iter().filter(|(s, _)| *s > from && *s <= to) {
+            sum.merge(tally);
+        }
+        sum
+    }
+}
+
+/// Collects the generator's report lines until its stderr closes.
+fn read_reports(
+    stderr: std::process::ChildStderr,
+    reports: &std::sync::Mutex<Vec<(u64, SendLateness)>>,
+) {
+    use std::io::BufRead;
+    for line in io::BufReader::new(stderr).lines() {
+        let Ok(line) = line else { return };
+        if let (Some(second), Some(tally)) = (report_second(&line), SendLateness::parse(&line)) {
+            reports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((second, tally));
+        }
+    }
+}
+
+/// The second a report line is for (`loadgen: connection 0: 3 s, ...`: 3).
+fn report_second(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("loadgen: connection ")?;
+    let (_, rest) = rest.split_once(": ")?;
+    rest.split_once(" s, ")?.0.parse().ok()
 }
 
 impl Drop for LoadgenProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
     }
 }
 
@@ -391,6 +460,22 @@ mod tests {
             SleepLateness::MIN,
             "waits too short to sleep decay it"
         );
+    }
+
+    #[test]
+    fn a_report_line_says_its_second() {
+        let mut sent = SendLateness::default();
+        sent.record_line(Duration::from_micros(1_200));
+        let line = format!(
+            "loadgen: connection 2: 14 s, seq 1400000, behind schedule 0.004 ms, {}",
+            sent.report()
+        );
+        assert_eq!(report_second(&line), Some(14));
+        assert_eq!(SendLateness::parse(&line), Some(sent));
+        let unthrottled = "loadgen: connection 0: 14 s, seq 5 (unthrottled)";
+        assert_eq!(report_second(unthrottled), Some(14));
+        assert_eq!(SendLateness::parse(unthrottled), None, "no tally");
+        assert_eq!(report_second("loadgen: connection 0: Broken pipe"), None);
     }
 
     #[test]

@@ -604,7 +604,7 @@ async fn run_latency_cell(run: LatencyRun) -> anyhow::Result<eddy_cli::bench::La
     let r = run_latency(&run).await?;
     eprint!("\r");
     println!(
-        "{:<16} {:<18} {:>9} {:>10} {:>10} {:>10} {:>10} {:>11} {} out {}/s",
+        "{:<16} {:<18} {:>9} {:>10} {:>10} {:>10} {:>10} {:>11} {} out {}",
         r.workload,
         r.mode,
         if r.rate == 0 {
@@ -700,6 +700,14 @@ async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
                 busy_poll: Duration::from_micros(args.busy_poll_us),
             })
             .await;
+            // The sender's share of the tail: how late the generator sent
+            // the lines of the measured seconds.
+            let mut result = result;
+            if let (Ok(r), Some(Ok(g))) = (&mut result, &loadgen) {
+                let sent = g.sent_between(args.warmup, args.warmup + seconds);
+                println!("{:<16} {}", "", sent.summary());
+                r.sender = Some(sent);
+            }
             drop(loadgen);
             result
         }

@@ -22,6 +22,7 @@
 //!     achieved_rate: 99_900.0,
 //!     sustained: true,
 //!     output_rate: 99_900.0,
+//!     sender: None,
 //! };
 //! let table = markdown_table(&[cell]);
 //! assert!(table.contains("| continuous | 100k/s | 12 µs | 48 µs | 950 µs | 2.10 ms | 99.9k/s | yes |"));
@@ -432,6 +433,7 @@ mod tests {
             },
             sustained,
             output_rate: 0.0,
+            sender: None,
         }
     }
 

@@ -87,7 +87,7 @@ fn the_latency_harness_measures_through_its_own_generator_process() {
             "--rates",
             "5000",
             "--seconds",
-            "1",
+            "2",
             "--warmup",
             "1",
             "--no-ceiling",
@@ -109,4 +109,22 @@ fn the_latency_harness_measures_through_its_own_generator_process() {
     // Records flowed through the socket and were measured.
     assert!(r["achieved_rate"].as_f64().unwrap() > 0.0, "{r}");
     assert!(r["p50_us"].as_f64().unwrap() > 0.0, "{r}");
+    // The generator's reports of the measured seconds were read back: the
+    // lines it sent in them (at least the full second that ended one
+    // second before the cell did, at most the two seconds' worth) and how
+    // late, each threshold's count within the one below it.
+    let sender = &r["sender"];
+    let lines = sender["lines"].as_u64().unwrap_or_else(|| panic!("{r}"));
+    assert!((4_900..=10_100).contains(&lines), "{r}");
+    let late: Vec<u64> = sender["late_over"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(late.len(), 5);
+    assert!(
+        late[0] <= lines && late.windows(2).all(|w| w[1] <= w[0]),
+        "{r}"
+    );
 }
