@@ -298,11 +298,12 @@ struct LatencyArgs {
     loadgen_pacing: eddy_cli::loadgen::Pacing,
     /// With `--input`: the TCP source keeps polling its socket for this
     /// many microseconds after data last arrived before it waits for
-    /// readiness (0, the default: it waits at once). With one worker
-    /// (`--threads 1`, or `--input loadgen` on 2 cores), while lines keep
-    /// coming within the window no thread is woken per line, for a core
-    /// kept busy (see `TcpLineSource::with_busy_poll`).
-    #[arg(long, default_value_t = 0)]
+    /// readiness (0: it waits at once, the library's default). With one
+    /// worker (`--threads 1`, or `--input loadgen` on 2 cores), while lines
+    /// keep coming within the window no thread is woken per line, for a
+    /// core kept busy (see `TcpLineSource::with_busy_poll`). On by default
+    /// here, as Eddy's low-latency setting (docs/benchmarks-latency-tail.md).
+    #[arg(long, default_value_t = 1000)]
     busy_poll_us: u64,
     /// Run without checkpoints (by default: RocksDB state, checkpoints every
     /// second in continuous mode and at every micro-batch).
