@@ -200,37 +200,79 @@ impl SleepLateness {
 /// flushes (bounds a burst after a long stall).
 const MAX_LINES_PER_WRITE: u64 = 4096;
 
-/// Writes one connection's lines on schedule.
+/// Where a connection's sending stands: what its reports need.
+struct Progress {
+    /// Lines sent so far (the next line's sequence number).
+    seq: u64,
+    /// When the next once-a-second report is due, after the start.
+    next_report: Duration,
+    /// The lateness of the lines sent since the last report.
+    sent: SendLateness,
+}
+
+/// Writes one connection's lines on schedule, then (throttled) reports the
+/// last, partial second's lines with `(ended)`: a client that goes away
+/// mid-second, as the latency harness does at the end of a cell, still
+/// learns how its last lines left.
 fn write_lines(stream: TcpStream, config: &LoadgenConfig, id: usize) -> io::Result<()> {
+    let start = Instant::now();
+    let mut progress = Progress {
+        seq: 0,
+        next_report: Duration::from_secs(1),
+        sent: SendLateness::default(),
+    };
+    let result = send_lines(stream, config, id, start, &mut progress);
+    if config.rate > 0 {
+        eprintln!(
+            "loadgen: connection {id}: {} s (ended), seq {}, {}",
+            progress.next_report.as_secs(),
+            progress.seq,
+            progress.sent.report()
+        );
+    }
+    result
+}
+
+/// The sending loop of [`write_lines`].
+fn send_lines(
+    stream: TcpStream,
+    config: &LoadgenConfig,
+    id: usize,
+    start: Instant,
+    progress: &mut Progress,
+) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut out = BufWriter::with_capacity(64 * 1024, stream);
-    let start = Instant::now();
     let start_us = unix_us();
     let keys = config.keys.max(1);
     let limit = config.limit.unwrap_or(u64::MAX);
-    let mut next_report = Duration::from_secs(1);
     let mut line = Vec::with_capacity(64);
-    let mut seq = 0u64;
     let mut lateness = SleepLateness::new();
-    let mut sent = SendLateness::default();
-    while seq < limit {
+    let Progress {
+        seq,
+        next_report,
+        sent,
+    } = progress;
+    while *seq < limit {
         let mut now = start.elapsed();
-        let mut due = Duration::from_micros(scheduled_us(seq, config.rate));
+        let mut due = Duration::from_micros(scheduled_us(*seq, config.rate));
         if due > now {
             wait_until(start, due, config.pacing, &mut lateness);
             now = start.elapsed();
         }
-        if now >= next_report {
+        if now >= *next_report {
             report(
                 id,
-                next_report,
-                seq,
+                *next_report,
+                *seq,
                 now.saturating_sub(due),
                 config.rate,
-                &sent,
+                sent,
             );
-            sent = SendLateness::default();
-            next_report += Duration::from_secs(1);
+            *sent = SendLateness::default();
+            *next_report += Duration::from_secs(1);
+            // The report's own time is the sender's too.
+            now = start.elapsed();
         }
         // Every line due by now, each stamped with its scheduled time, in
         // one write: one line when the wait woke on time, more when writing
@@ -238,8 +280,11 @@ fn write_lines(stream: TcpStream, config: &LoadgenConfig, id: usize) -> io::Resu
         // a stall. Flushed at once: a line never waits in the buffer for
         // the lines after it (a generator running behind that flushed only
         // full 64 KiB buffers could hold a line 3.6 ms at 500 k lines/s).
-        let burst_end = (seq + MAX_LINES_PER_WRITE).min(limit);
-        while seq < burst_end && due <= now {
+        // A line's lateness is counted when this write begins, so it
+        // includes any wait behind the previous write (which a reader that
+        // stops reading can block: `max_write_us` tells).
+        let burst_end = (*seq + MAX_LINES_PER_WRITE).min(limit);
+        while *seq < burst_end && due <= now {
             // Unthrottled: stamped when written (a write can block).
             let created = start_us
                 + if config.rate == 0 {
@@ -249,12 +294,14 @@ fn write_lines(stream: TcpStream, config: &LoadgenConfig, id: usize) -> io::Resu
                     due.as_micros() as u64
                 };
             line.clear();
-            writeln!(line, "{created},{seq},{}", mix(seq) % keys)?;
+            writeln!(line, "{created},{seq},{}", mix(*seq) % keys)?;
             out.write_all(&line)?;
-            seq += 1;
-            due = Duration::from_micros(scheduled_us(seq, config.rate));
+            *seq += 1;
+            due = Duration::from_micros(scheduled_us(*seq, config.rate));
         }
         out.flush()?;
+        // Formatting the lines and writing them (a burst over the buffer's
+        // 64 KiB is partly written above).
         sent.record_write(start.elapsed().saturating_sub(now));
     }
     Ok(())
@@ -312,8 +359,8 @@ fn report(id: usize, at: Duration, seq: u64, behind: Duration, rate: u64, sent: 
 pub struct LoadgenProcess {
     child: std::process::Child,
     addr: String,
-    /// (second, tally) per report, every connection's.
-    reports: std::sync::Arc<std::sync::Mutex<Vec<(u64, SendLateness)>>>,
+    /// Every connection's reports, as they came.
+    reports: std::sync::Arc<std::sync::Mutex<Vec<Report>>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -377,39 +424,83 @@ impl LoadgenProcess {
 
     /// How late the lines of seconds `from + 1 ..= to` of every connection
     /// were sent (second `s` holds the lines sent in the second before the
-    /// `s`-th report; seconds count from each connection's start).
-    pub fn sent_between(&self, from: u64, to: u64) -> SendLateness {
-        let mut sum = SendLateness::default();
-        let reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, tally) in reports.iter().filter(|(s, _)| *s > from && *s <= to) {
-            sum.merge(tally);
+    /// `s`-th report; seconds count from each connection's start), and how
+    /// many reports that was. Waits, up to `wait`, until each of the first
+    /// `connections` has reported second `to` or ended: the last second's
+    /// report comes when the generator reaches it or the client leaves.
+    pub fn sent_between(
+        &self,
+        from: u64,
+        to: u64,
+        connections: usize,
+        wait: Duration,
+    ) -> (SendLateness, usize) {
+        let deadline = Instant::now() + wait;
+        loop {
+            let reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+            let done = (0..connections).all(|c| {
+                reports
+                    .iter()
+                    .any(|r| r.connection == c && (r.second >= to || r.ended))
+            });
+            if done || Instant::now() >= deadline {
+                let mut sum = SendLateness::default();
+                let mut n = 0;
+                for r in reports.iter().filter(|r| r.second > from && r.second <= to) {
+                    sum.merge(&r.tally);
+                    n += 1;
+                }
+                return (sum, n);
+            }
+            drop(reports);
+            std::thread::sleep(Duration::from_millis(5));
         }
-        sum
     }
 }
 
-/// Collects the generator's report lines until its stderr closes.
-fn read_reports(
-    stderr: std::process::ChildStderr,
-    reports: &std::sync::Mutex<Vec<(u64, SendLateness)>>,
-) {
+/// One report line of the generator, read back.
+#[derive(Debug, PartialEq)]
+struct Report {
+    connection: usize,
+    second: u64,
+    /// The connection's last, partial second.
+    ended: bool,
+    tally: SendLateness,
+}
+
+impl Report {
+    /// `loadgen: connection 0: 3 s, seq .., sent ..` or `.. 3 s (ended), ..`.
+    fn parse(line: &str) -> Option<Self> {
+        let rest = line.strip_prefix("loadgen: connection ")?;
+        let (connection, rest) = rest.split_once(": ")?;
+        let (second, rest) = rest.split_once(" s")?;
+        Some(Self {
+            connection: connection.parse().ok()?,
+            second: second.parse().ok()?,
+            ended: rest.starts_with(" (ended),"),
+            tally: SendLateness::parse(rest)?,
+        })
+    }
+}
+
+/// Collects the generator's report lines until its stderr closes. It keeps
+/// draining whatever comes (a line it cannot read is skipped), so the
+/// generator never blocks on, or dies of, a closed pipe.
+fn read_reports(stderr: std::process::ChildStderr, reports: &std::sync::Mutex<Vec<Report>>) {
     use std::io::BufRead;
-    for line in io::BufReader::new(stderr).lines() {
-        let Ok(line) = line else { return };
-        if let (Some(second), Some(tally)) = (report_second(&line), SendLateness::parse(&line)) {
-            reports
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((second, tally));
+    let mut input = io::BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if let Some(r) = Report::parse(String::from_utf8_lossy(&line).trim_end()) {
+                    reports.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+                }
+            }
         }
     }
-}
-
-/// The second a report line is for (`loadgen: connection 0: 3 s, ...`: 3).
-fn report_second(line: &str) -> Option<u64> {
-    let rest = line.strip_prefix("loadgen: connection ")?;
-    let (_, rest) = rest.split_once(": ")?;
-    rest.split_once(" s, ")?.0.parse().ok()
 }
 
 impl Drop for LoadgenProcess {
@@ -463,19 +554,33 @@ mod tests {
     }
 
     #[test]
-    fn a_report_line_says_its_second() {
+    fn report_lines_read_back() {
         let mut sent = SendLateness::default();
         sent.record_line(Duration::from_micros(1_200));
         let line = format!(
             "loadgen: connection 2: 14 s, seq 1400000, behind schedule 0.004 ms, {}",
             sent.report()
         );
-        assert_eq!(report_second(&line), Some(14));
-        assert_eq!(SendLateness::parse(&line), Some(sent));
-        let unthrottled = "loadgen: connection 0: 14 s, seq 5 (unthrottled)";
-        assert_eq!(report_second(unthrottled), Some(14));
-        assert_eq!(SendLateness::parse(unthrottled), None, "no tally");
-        assert_eq!(report_second("loadgen: connection 0: Broken pipe"), None);
+        let expected = Report {
+            connection: 2,
+            second: 14,
+            ended: false,
+            tally: sent.clone(),
+        };
+        assert_eq!(Report::parse(&line), Some(expected));
+        let ended = format!(
+            "loadgen: connection 0: 41 s (ended), seq 9, {}",
+            sent.report()
+        );
+        let r = Report::parse(&ended).unwrap();
+        assert!(r.ended && r.second == 41 && r.connection == 0);
+        for other in [
+            "loadgen: connection 0: 14 s, seq 5 (unthrottled)",
+            "loadgen: connection 0: Broken pipe (os error 32)",
+            "listening on 127.0.0.1:1",
+        ] {
+            assert_eq!(Report::parse(other), None, "{other}");
+        }
     }
 
     #[test]

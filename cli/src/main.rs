@@ -687,7 +687,7 @@ async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
             if let Some(Err(e)) = &loadgen {
                 anyhow::bail!("starting eddy loadgen: {e}");
             }
-            let result = run_latency_cell(LatencyRun {
+            let mut result = run_latency_cell(LatencyRun {
                 workload,
                 trigger,
                 rate,
@@ -703,10 +703,15 @@ async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
             .await;
             // The sender's share of the tail: how late the generator sent
             // the lines of the measured seconds.
-            let mut result = result;
             if let (Ok(r), Some(Ok(g))) = (&mut result, &loadgen) {
-                let sent = g.sent_between(args.warmup, args.warmup + seconds);
-                println!("{:<16} {}", "", sent.summary());
+                let connections = args.parallelism.max(1);
+                let (sent, n) = g.sent_between(
+                    args.warmup,
+                    args.warmup + seconds,
+                    connections,
+                    Duration::from_secs(2),
+                );
+                println!("{:<16} {} ({n} second reports)", "", sent.summary());
                 r.sender = Some(sent);
             }
             drop(loadgen);

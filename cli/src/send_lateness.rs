@@ -6,7 +6,8 @@
 //! host that deschedules it, adds to the engine's latency. The generator
 //! counts, per second, how many lines left more than 0.1, 0.5, 1, 2 and
 //! 4 ms after their scheduled time (measured when the write that carries
-//! them begins) and how long its longest write took (a reader that stops
+//! them begins, so it includes any wait behind the previous write) and
+//! how long its longest write took (a reader that stops
 //! reading blocks it, and the lines behind it then leave late: that share
 //! is the engine's). It reports the tally on its once-a-second stderr line;
 //! the harness that started it adds up the seconds it measured
@@ -29,7 +30,7 @@ pub struct SendLateness {
     /// Lines whose write began more than `THRESHOLDS_US[i]` after their
     /// scheduled time.
     pub late_over: [u64; 5],
-    /// The latest line's lateness, in microseconds.
+    /// The largest lateness of a line, in microseconds.
     pub max_late_us: u64,
     /// The longest write (with its flush), in microseconds.
     pub max_write_us: u64,
@@ -113,10 +114,10 @@ impl SendLateness {
     }
 
     /// One line for the harness's output: the share of lines sent over 1
-    /// and 2 ms late, the latest and the longest write.
+    /// and 2 ms late, the largest lateness and the longest write.
     pub fn summary(&self) -> String {
         format!(
-            "sender: {} lines, {:.3}% left >1 ms late, {:.3}% >2 ms, latest {:.2} ms, longest write {:.2} ms",
+            "sender: {} lines, {:.3}% left >1 ms late, {:.3}% >2 ms, worst {:.2} ms late, longest write {:.2} ms",
             self.lines,
             100.0 * self.share_over(2),
             100.0 * self.share_over(3),
