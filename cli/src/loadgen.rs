@@ -422,6 +422,19 @@ impl LoadgenProcess {
         &self.addr
     }
 
+    /// How late the lines of a latency cell were sent (its seconds after
+    /// `warmup`, over `connections`); also printed under the cell's row.
+    pub fn sender_of_cell(&self, warmup: u64, seconds: u64, connections: usize) -> SendLateness {
+        let (sent, n) = self.sent_between(
+            warmup,
+            warmup + seconds,
+            connections,
+            Duration::from_secs(2),
+        );
+        println!("{:<16} {} ({n} second reports)", "", sent.summary());
+        sent
+    }
+
     /// How late the lines of seconds `from + 1 ..= to` of every connection
     /// were sent (second `s` holds the lines sent in the second before the
     /// `s`-th report; seconds count from each connection's start), and how

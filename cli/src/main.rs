@@ -704,15 +704,7 @@ async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
             // The sender's share of the tail: how late the generator sent
             // the lines of the measured seconds.
             if let (Ok(r), Some(Ok(g))) = (&mut result, &loadgen) {
-                let connections = args.parallelism.max(1);
-                let (sent, n) = g.sent_between(
-                    args.warmup,
-                    args.warmup + seconds,
-                    connections,
-                    Duration::from_secs(2),
-                );
-                println!("{:<16} {} ({n} second reports)", "", sent.summary());
-                r.sender = Some(sent);
+                r.sender = Some(g.sender_of_cell(args.warmup, seconds, args.parallelism.max(1)));
             }
             drop(loadgen);
             result
