@@ -243,7 +243,7 @@ fn send_lines(
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut out = BufWriter::with_capacity(64 * 1024, stream);
-    let start_us = unix_us();
+    let mut wall = WallClock::new(unix_us(), 0);
     let keys = config.keys.max(1);
     let limit = config.limit.unwrap_or(u64::MAX);
     let mut line = Vec::with_capacity(64);
@@ -284,15 +284,19 @@ fn send_lines(
         // includes any wait behind the previous write (which a reader that
         // stops reading can block: `max_write_us` tells).
         let burst_end = (*seq + MAX_LINES_PER_WRITE).min(limit);
+        // A pair of readings a preemption split would look like a step.
+        let (before, wall_us, after) = (start.elapsed(), unix_us(), start.elapsed());
+        if after - before < Duration::from_micros(5) {
+            wall.follow(wall_us, before.as_micros() as u64);
+        }
         while *seq < burst_end && due <= now {
             // Unthrottled: stamped when written (a write can block).
-            let created = start_us
-                + if config.rate == 0 {
-                    start.elapsed().as_micros() as u64
-                } else {
-                    sent.record_line(now - due);
-                    due.as_micros() as u64
-                };
+            let created = wall.at(if config.rate == 0 {
+                start.elapsed().as_micros() as u64
+            } else {
+                sent.record_line(now - due);
+                due.as_micros() as u64
+            });
             line.clear();
             writeln!(line, "{created},{seq},{}", mix(*seq) % keys)?;
             out.write_all(&line)?;
@@ -305,6 +309,47 @@ fn send_lines(
         sent.record_write(start.elapsed().saturating_sub(now));
     }
     Ok(())
+}
+
+/// Converts the generator's schedule (microseconds since its start, on the
+/// monotonic clock) to the wall clock the engine's sinks read. The two
+/// clocks tick at the same rate, but the wall clock can be stepped (seen on
+/// these VMs: 88 us back at once); a schedule anchored to the wall clock
+/// only at the start would then be off by the step for the rest of the run,
+/// making every later latency look that much shorter (or longer). So the
+/// anchor follows the wall clock: a reading that differs from it by more
+/// than [`STEP_US`](Self::STEP_US) is a step, and is taken. Smaller
+/// differences are the jitter of reading two clocks, and are not, so
+/// stamps between steps stay exactly on schedule.
+#[derive(Debug, Clone, Copy)]
+struct WallClock {
+    /// The wall clock (us since the Unix epoch) at the schedule's zero.
+    origin_us: i64,
+}
+
+impl WallClock {
+    const STEP_US: i64 = 20;
+
+    /// Anchored by a wall-clock reading `wall_us` taken `elapsed_us` after
+    /// the schedule's zero.
+    fn new(wall_us: u64, elapsed_us: u64) -> Self {
+        Self {
+            origin_us: wall_us as i64 - elapsed_us as i64,
+        }
+    }
+
+    /// Takes a new pair of readings; re-anchors if the wall clock stepped.
+    fn follow(&mut self, wall_us: u64, elapsed_us: u64) {
+        let origin = Self::new(wall_us, elapsed_us).origin_us;
+        if (origin - self.origin_us).abs() > Self::STEP_US {
+            self.origin_us = origin;
+        }
+    }
+
+    /// The wall-clock time of schedule offset `offset_us`.
+    fn at(&self, offset_us: u64) -> u64 {
+        (self.origin_us + offset_us as i64).max(0) as u64
+    }
 }
 
 /// Waits until `due` after `start`.
@@ -564,6 +609,22 @@ mod tests {
             SleepLateness::MIN,
             "waits too short to sleep decay it"
         );
+    }
+
+    #[test]
+    fn the_wall_anchor_takes_steps_and_ignores_jitter() {
+        let mut w = WallClock::new(1_000_000, 0);
+        assert_eq!(w.at(500), 1_000_500);
+        // Reading two clocks jitters by a few microseconds: ignored.
+        w.follow(1_010_003, 10_000);
+        w.follow(1_019_990, 20_000);
+        assert_eq!(w.at(30_000), 1_030_000, "stamps stay on schedule");
+        // The wall clock stepped 88 us back: later stamps follow it.
+        w.follow(1_029_912, 30_000);
+        assert_eq!(w.at(40_000), 1_039_912);
+        // And forward.
+        w.follow(1_050_000, 40_000);
+        assert_eq!(w.at(40_000), 1_050_000);
     }
 
     #[test]

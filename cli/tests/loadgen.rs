@@ -1,7 +1,7 @@
 //! The external load generator (`eddy loadgen`) as a real child process,
 //! read by a query through `TcpLineSource`: every line arrives, in order,
 //! each stamped with its scheduled time (line `seq` at `seq / rate` after the
-//! first), whatever the delays of writing and reading.
+//! first, on the wall clock), whatever the delays of writing and reading.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -55,17 +55,24 @@ fn lines_arrive_in_order_stamped_with_their_scheduled_time() {
 
     let events: Vec<TcpEvent> = out.values();
     assert_eq!(events.len() as u64, LINES);
-    let t0 = events[0].created_us;
+    // Stamps are the schedule on the wall clock: `created_us` minus line
+    // i's offset is the same for every line, except where the wall clock
+    // was stepped while the lines were sent (the generator follows a step;
+    // seen here about once in 20 s, so at most a couple in this run).
+    let mut origins = Vec::new();
     for (i, e) in events.iter().enumerate() {
         let i = i as u64;
         assert_eq!(e.seq, i, "in order, none missing");
         assert!(e.key < 100);
-        assert_eq!(
-            e.created_us - t0,
-            i * 1_000_000 / RATE,
-            "line {i} carries its scheduled time"
-        );
+        let origin = e.created_us as i64 - (i * 1_000_000 / RATE) as i64;
+        if origins.last() != Some(&origin) {
+            origins.push(origin);
+        }
     }
+    assert!(
+        origins.len() <= 3,
+        "lines carry their scheduled time: origins {origins:?}"
+    );
 }
 
 /// `eddy bench latency --input loadgen` starts a generator process per cell
