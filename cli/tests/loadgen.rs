@@ -56,10 +56,13 @@ fn lines_arrive_in_order_stamped_with_their_scheduled_time() {
     let events: Vec<TcpEvent> = out.values();
     assert_eq!(events.len() as u64, LINES);
     // Stamps are the schedule on the wall clock: `created_us` minus line
-    // i's offset is the same for every line, except where the wall clock
-    // was stepped while the lines were sent (the generator follows a step;
-    // seen here about once in 20 s, so at most a couple in this run).
-    let mut origins = Vec::new();
+    // i's offset is the same for every line, except where the generator
+    // re-anchored its schedule to the wall clock: by a few microseconds
+    // when the clock is slewed against the monotonic one (NTP), or by a
+    // step (seen here about once in 20 s, so at most a couple in this run).
+    // Stamps taken when lines are written would move it by the tens of
+    // microseconds each line leaves late, line after line.
+    let mut origins: Vec<i64> = Vec::new();
     for (i, e) in events.iter().enumerate() {
         let i = i as u64;
         assert_eq!(e.seq, i, "in order, none missing");
@@ -69,8 +72,12 @@ fn lines_arrive_in_order_stamped_with_their_scheduled_time() {
             origins.push(origin);
         }
     }
+    let steps = origins
+        .windows(2)
+        .filter(|w| (w[1] - w[0]).abs() > 5)
+        .count();
     assert!(
-        origins.len() <= 3,
+        steps <= 2 && origins.len() <= 1 + LINES as usize / 100,
         "lines carry their scheduled time: origins {origins:?}"
     );
 }
