@@ -459,7 +459,8 @@ pub struct LoadgenProcess {
 
 impl LoadgenProcess {
     /// Starts `exe loadgen` (the `eddy` binary) serving `connections`
-    /// clients at `rate` lines per second each, and waits until it listens.
+    /// clients at `rate` lines per second each, on `cpus` if given, and
+    /// waits until it listens.
     ///
     /// # Errors
     /// The process cannot start, or does not say where it listens.
@@ -469,9 +470,14 @@ impl LoadgenProcess {
         keys: u64,
         connections: u64,
         pacing: Pacing,
+        cpus: Option<&crate::cpu_list::CpuList>,
     ) -> io::Result<Self> {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(exe)
+        let mut command = std::process::Command::new(exe);
+        if let Some(cpus) = cpus {
+            command.args(["--cpus", &cpus.to_string()]);
+        }
+        let mut child = command
             .args([
                 "loadgen",
                 "--addr",
