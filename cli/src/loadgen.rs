@@ -521,6 +521,11 @@ impl LoadgenProcess {
         &self.addr
     }
 
+    /// The generator's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// How late the lines of a latency cell were sent (its seconds after
     /// `warmup`, over `connections`); also printed under the cell's row.
     pub fn sender_of_cell(&self, warmup: u64, seconds: u64, connections: usize) -> SendLateness {
