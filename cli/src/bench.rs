@@ -166,6 +166,19 @@ pub struct LatencyResult {
     /// measured seconds (a share of the latency that is the sender's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender: Option<crate::send_lateness::SendLateness>,
+    /// With a socket input: lines the TCP source refused as malformed (they
+    /// are not in the latencies or the rates), and the last one refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub malformed: Option<MalformedInput>,
+}
+
+/// Lines a cell's socket input refused (see [`LatencyResult::malformed`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MalformedInput {
+    /// How many, over the whole cell (warm-up included).
+    pub lines: u64,
+    /// The last one (its first bytes) and why it was refused.
+    pub last: String,
 }
 
 /// Runs one cell. Must run on a multi-threaded tokio runtime sized to the cores.
@@ -188,6 +201,7 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
     let p = run.parallelism;
     // Only W3 and W4 have event time: W1 and W2 run without watermarks.
     let w3 = matches!(run.workload, Workload::WindowCount | Workload::IntervalJoin);
+    let mut tcp_log: Option<TcpLineSource> = None;
     let records: Stream<(u64, u64)> = match &run.input {
         Input::Generator => pipeline
             .source(
@@ -225,10 +239,12 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
             .map(|e: GenEvent| (e.key, e.seq))
             .set_parallelism(p),
         Input::Tcp(addr) => pipeline
-            .source(
-                "tcp",
-                TcpLineSource::new(addr).with_busy_poll(run.busy_poll),
-            )
+            .source("tcp", {
+                let source = TcpLineSource::new(addr).with_busy_poll(run.busy_poll);
+                // Clones share the source's log of refused lines.
+                tcp_log = Some(source.clone());
+                source
+            })
             .set_parallelism(p)
             // Event time: the generator's scheduled creation time.
             .with_watermarks_if(w3, || {
@@ -323,6 +339,17 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
         sustained: run.rate.is_none_or(|r| achieved >= 0.95 * r as f64),
         output_rate: progress.processed_rows_per_second,
         sender: None,
+        malformed: tcp_log.as_ref().and_then(refused_lines),
+    })
+}
+
+/// What a socket source refused, if anything.
+fn refused_lines(source: &TcpLineSource) -> Option<MalformedInput> {
+    let lines = source.malformed_count();
+    let last = source.recent_malformed().pop()?;
+    (lines > 0).then(|| MalformedInput {
+        lines,
+        last: format!("{:?}: {}", last.line, last.error),
     })
 }
 

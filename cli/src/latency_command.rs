@@ -134,6 +134,12 @@ async fn run_latency_cell(run: LatencyRun) -> anyhow::Result<crate::bench::Laten
         r.sustained,
         crate::report::format_rate(r.output_rate),
     );
+    if let Some(m) = &r.malformed {
+        println!(
+            "{:<16} input: {} malformed lines refused (not measured), the last {}",
+            "", m.lines, m.last
+        );
+    }
     Ok(r)
 }
 

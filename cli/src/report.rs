@@ -23,6 +23,7 @@
 //!     sustained: true,
 //!     output_rate: 99_900.0,
 //!     sender: None,
+//!     malformed: None,
 //! };
 //! let table = markdown_table(&[cell]);
 //! assert!(table.contains("| continuous | 100k/s | 12 µs | 48 µs | 950 µs | 2.10 ms | 99.9k/s | yes |"));
@@ -434,6 +435,7 @@ mod tests {
             sustained,
             output_rate: 0.0,
             sender: None,
+            malformed: None,
         }
     }
 
