@@ -83,7 +83,7 @@ pub struct LatencyArgs {
     /// With `--input`: the TCP source keeps polling its socket for this
     /// many microseconds after data last arrived before it waits for
     /// readiness (0: it waits at once, the library's default). With one
-    /// worker (`--threads 1`, or `--input loadgen` on 2 cores), while lines
+    /// worker (`--threads 1`, or a feed on this host on 2 cores), while lines
     /// keep coming within the window no thread is woken per line, for a
     /// core kept busy (see `TcpLineSource::with_busy_poll`). On by default
     /// here, as Eddy's low-latency setting (docs/benchmarks-latency-tail.md).
@@ -151,6 +151,29 @@ impl LatencyArgs {
     pub fn spawns_loadgen(&self) -> bool {
         self.input.as_deref() == Some("loadgen")
     }
+
+    /// Whether the records come from a process on this host: the
+    /// generator the harness starts, or a socket input at a loopback
+    /// address (`tcp://127.0.0.1:PORT`, `tcp://[::1]:PORT`,
+    /// `tcp://localhost:PORT`). That process needs a core of its own.
+    pub fn feed_on_this_host(&self) -> bool {
+        self.spawns_loadgen() || self.input.as_deref().is_some_and(is_loopback_tcp)
+    }
+}
+
+/// Whether `input` is a `tcp://HOST:PORT` address whose host is loopback.
+fn is_loopback_tcp(input: &str) -> bool {
+    let Some((host, _port)) = input
+        .strip_prefix("tcp://")
+        .and_then(|a| a.rsplit_once(':'))
+    else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Runs `eddy bench latency`: every cell, then the ceiling search, then
@@ -326,4 +349,49 @@ pub async fn bench_latency(args: LatencyArgs) -> anyhow::Result<()> {
     }
     println!("harness time: {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// `LatencyArgs` as the command line gives them.
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        latency: LatencyArgs,
+    }
+
+    fn args(input: Option<&str>) -> LatencyArgs {
+        let mut line = vec!["bench"];
+        if let Some(i) = input {
+            line.extend(["--input", i]);
+        }
+        Args::parse_from(line).latency
+    }
+
+    #[test]
+    fn a_feed_on_this_host_is_the_generator_or_a_loopback_socket() {
+        for local in [
+            "loadgen",
+            "tcp://127.0.0.1:9999",
+            "tcp://127.3.2.1:1",
+            "tcp://[::1]:9999",
+            "tcp://localhost:9999",
+            "tcp://LOCALHOST:9999",
+        ] {
+            assert!(args(Some(local)).feed_on_this_host(), "{local}");
+        }
+        for remote in [
+            "tcp://10.0.0.7:9999",
+            "tcp://[2001:db8::1]:9999",
+            "tcp://broker.example:9999",
+            "127.0.0.1:9999",
+            "tcp://127.0.0.1",
+        ] {
+            assert!(!args(Some(remote)).feed_on_this_host(), "{remote}");
+        }
+        assert!(!args(None).feed_on_this_host(), "the in-process generator");
+    }
 }

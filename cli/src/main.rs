@@ -12,8 +12,9 @@ use eddy_cli::latency_command::{bench_latency, LatencyArgs};
 #[command(name = "eddy", about = "Eddy: a continuous-processing dataflow engine")]
 struct Cli {
     /// Worker threads (default: the number of cores; for `demo`, at least
-    /// 4; for `bench latency --input loadgen` without `--cpus`, one less
-    /// than the cores).
+    /// 4; for `bench latency` fed from this host, `--input loadgen` or a
+    /// loopback `tcp://` address, without `--cpus`: one less than the
+    /// cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
     /// Run on these CPUs only (`taskset -c` syntax: `1`, `0,2`, `2-3`):
@@ -287,12 +288,14 @@ fn main() -> anyhow::Result<()> {
     // p99 (4.3-4.5 ms against 4.6-6.3 ms; docs/benchmarks-demo.md, session 8).
     let default = match cli.command {
         Command::Demo { .. } => cores.max(4),
-        // The generator process this starts takes a core: workers on the
-        // rest (2 workers sharing 1 core put p99 at 3 ms at 500 k/s, 1
-        // worker at 0.1 ms; docs/benchmarks.md, issue 13).
+        // A generator process on this host (started here, or feeding a
+        // loopback socket) takes a core: workers on the rest (2 workers
+        // sharing 1 core put p99 at 3 ms at 500 k/s, 1 worker at 0.1 ms;
+        // with an external generator at 100 k/s, p99 0.95 ms against 40 us;
+        // docs/benchmarks-latency-tail.md).
         Command::Bench {
             which: BenchCommand::Latency(ref a),
-        } if a.spawns_loadgen() && cli.cpus.is_none() => cores.saturating_sub(1).max(1),
+        } if a.feed_on_this_host() && cli.cpus.is_none() => cores.saturating_sub(1).max(1),
         _ => cores,
     };
     let threads = cli.threads.unwrap_or(default);
