@@ -345,10 +345,9 @@ pub async fn run_latency(run: &LatencyRun) -> anyhow::Result<LatencyResult> {
 
 /// What a socket source refused, if anything.
 fn refused_lines(source: &TcpLineSource) -> Option<MalformedInput> {
-    let lines = source.malformed_count();
     let last = source.recent_malformed().pop()?;
-    (lines > 0).then(|| MalformedInput {
-        lines,
+    Some(MalformedInput {
+        lines: source.malformed_count(),
         last: format!("{:?}: {}", last.line, last.error),
     })
 }
